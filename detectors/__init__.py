@@ -1,0 +1,1 @@
+"""Pure scoring code: features, detectors, thresholds. No I/O lives here."""

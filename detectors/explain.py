@@ -1,0 +1,59 @@
+"""Cheap explanations: which features of an event sit furthest from the learned normal.
+
+River's Half-Space Trees have no attribution of their own, so this ranks features by their
+distance from the detector's running mean, in standard deviations. It is computed from
+running moments that cost O(features) per event, so it can run on every alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One feature that drove a score."""
+
+    feature: str
+    value: float
+    baseline: float
+    direction: str  # "high" or "low"
+    z: float
+
+
+class DeviationExplainer:
+    """Welford running mean and variance per feature; ranks an event's features by |z|."""
+
+    def __init__(self, feature_names: tuple[str, ...], min_std: float = 1e-6) -> None:
+        self.feature_names = feature_names
+        self.min_std = min_std
+        self._n = 0
+        self._mean = dict.fromkeys(feature_names, 0.0)
+        self._m2 = dict.fromkeys(feature_names, 0.0)
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        self._n += 1
+        for name in self.feature_names:
+            value = x.get(name)
+            if value is None or math.isnan(value):
+                continue
+            delta = value - self._mean[name]
+            self._mean[name] += delta / self._n
+            self._m2[name] += delta * (value - self._mean[name])
+
+    def explain(self, x: Mapping[str, float], top: int = 3) -> list[Reason]:
+        if self._n < 2:
+            return []
+        reasons: list[Reason] = []
+        for name in self.feature_names:
+            value = x.get(name)
+            if value is None or math.isnan(value):
+                continue
+            mean = self._mean[name]
+            std = max(math.sqrt(self._m2[name] / (self._n - 1)), self.min_std)
+            z = (value - mean) / std
+            reasons.append(Reason(name, value, mean, "high" if z >= 0 else "low", z))
+        reasons.sort(key=lambda r: (-abs(r.z), r.feature))
+        return [r for r in reasons[:top] if abs(r.z) > 0.0]

@@ -1,0 +1,268 @@
+"""Turns a validated event into the features its detector scores.
+
+One pure object holds all per-entity state; ``extract`` reads the state *before* the event
+(how new is this device for this user?) and then updates it with the event, so an event is
+always judged against the past only. Every feature is non-negative; ``FeatureSpec.scale``
+maps it into [0, 1) as ``v / (v + scale)`` (binary features have no scale), which is the
+box Half-Space Trees split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from detectors.features.state import DecayingCounts, DistinctSets, FirstSeen, RunningMeans
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """A feature's name and how it is squashed into [0, 1)."""
+
+    name: str
+    scale: float | None  # None: already in [0, 1] (a flag)
+
+    def squash(self, value: float) -> float:
+        if self.scale is None:
+            return min(max(value, 0.0), 1.0)
+        value = max(value, 0.0)
+        return value / (value + self.scale)
+
+
+_COMMON = (
+    FeatureSpec("user_age_h", 24.0),
+    FeatureSpec("user_events_1h", 5.0),
+    FeatureSpec("device_users", 2.0),
+    FeatureSpec("ip_users", 3.0),
+    FeatureSpec("new_device", None),
+    FeatureSpec("new_country", None),
+)
+
+FEATURE_SPECS: dict[str, tuple[FeatureSpec, ...]] = {
+    "account.created": (
+        *_COMMON,
+        FeatureSpec("ip_signups_1h", 2.0),
+        FeatureSpec("device_signups_1h", 1.0),
+    ),
+    "account.login": (
+        *_COMMON,
+        FeatureSpec("failed", None),
+        FeatureSpec("user_failed_logins_1h", 1.0),
+    ),
+    "listing.created": (
+        *_COMMON,
+        FeatureSpec("price_vs_category", 1.0),
+        FeatureSpec("shop_age_h", 24.0),
+        FeatureSpec("shop_listings_1h", 3.0),
+        FeatureSpec("subnet_new_shops_1d", 1.0),
+        FeatureSpec("same_title_1d", 1.0),
+    ),
+    "order.placed": (
+        *_COMMON,
+        FeatureSpec("amount_log", 4.0),
+        FeatureSpec("amount_vs_user", 1.0),
+        FeatureSpec("user_orders_1h", 2.0),
+    ),
+    "payment.attempted": (
+        *_COMMON,
+        FeatureSpec("amount_log", 4.0),
+        FeatureSpec("amount_vs_user", 1.0),
+        FeatureSpec("declined", None),
+        FeatureSpec("device_payments_1h", 3.0),
+        FeatureSpec("device_new_cards_1h", 1.0),
+        FeatureSpec("ip_new_cards_1h", 1.0),
+        FeatureSpec("device_declines_1h", 1.0),
+    ),
+    "message.sent": (
+        *_COMMON,
+        FeatureSpec("has_link", None),
+        FeatureSpec("length_log", 5.0),
+        FeatureSpec("user_messages_1h", 3.0),
+        FeatureSpec("user_recipients", 5.0),
+    ),
+    "review.posted": (
+        *_COMMON,
+        FeatureSpec("low_rating", None),
+        FeatureSpec("reviewer_ordered", None),
+        FeatureSpec("shop_reviews_1h", 2.0),
+        FeatureSpec("shop_low_reviews_1h", 1.0),
+    ),
+}
+
+
+def event_time_s(occurred_at: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC timestamp (``...Z``)."""
+    return datetime.fromisoformat(occurred_at).timestamp()
+
+
+def subnet24(ip: str) -> str:
+    return ip.rsplit(".", 1)[0]
+
+
+def normalised_title(title: str) -> str:
+    return " ".join(sorted(set(title.lower().split())))
+
+
+class FeatureExtractor:
+    """All per-entity feature state, bounded by ``max_keys`` per table."""
+
+    def __init__(self, max_keys: int = 1_000_000) -> None:
+        velocity = DecayingCounts
+        self.user_first_seen = FirstSeen(max_keys)
+        self.shop_first_seen = FirstSeen(max_keys)
+        self.user_events = velocity(HOUR, max_keys)
+        self.device_users = DistinctSets(max_keys)
+        self.ip_users = DistinctSets(max_keys)
+        self.user_devices = DistinctSets(max_keys)
+        self.user_countries = DistinctSets(max_keys)
+        self.ip_signups = velocity(HOUR, max_keys)
+        self.device_signups = velocity(HOUR, max_keys)
+        self.user_failed_logins = velocity(HOUR, max_keys)
+        self.category_price = RunningMeans(0.01, 10_000)
+        self.shop_listings = velocity(HOUR, max_keys)
+        self.subnet_new_shops = velocity(DAY, max_keys)
+        self.title_counts = velocity(DAY, max_keys)
+        self.user_amount = RunningMeans(0.2, max_keys)
+        self.global_amount = RunningMeans(0.001, 8)
+        self.user_orders = velocity(HOUR, max_keys)
+        self.device_payments = velocity(HOUR, max_keys)
+        self.device_cards = DistinctSets(max_keys, max_values=256)
+        self.ip_cards = DistinctSets(max_keys, max_values=256)
+        self.device_new_cards = velocity(HOUR, max_keys)
+        self.ip_new_cards = velocity(HOUR, max_keys)
+        self.device_declines = velocity(HOUR, max_keys)
+        self.user_messages = velocity(HOUR, max_keys)
+        self.user_recipients = DistinctSets(max_keys)
+        self.user_shops_ordered = DistinctSets(max_keys, max_values=1024)
+        self.shop_reviews = velocity(HOUR, max_keys)
+        self.shop_low_reviews = velocity(HOUR, max_keys)
+
+    def extract(self, event: Mapping[str, Any]) -> dict[str, float]:
+        """Raw (unsquashed) features of ``event``; updates the state with it."""
+        event_type: str = event["event_type"]
+        t = event_time_s(event["occurred_at"])
+        entities: Mapping[str, Any] = event["entities"]
+        context: Mapping[str, Any] = event["context"]
+        payload: Mapping[str, Any] = event["payload"]
+        user: str = entities["user_id"]
+        device: str = context["device_id"]
+        ip: str = context["ip"]
+
+        had_devices = self.user_devices.count(user) > 0
+        had_countries = self.user_countries.count(user) > 0
+        _, device_is_new = self.user_devices.add(user, device)
+        _, country_is_new = self.user_countries.add(user, context["country"])
+        features: dict[str, float] = {
+            "user_age_h": self.user_first_seen.age(user, t) / HOUR,
+            "user_events_1h": self.user_events.add(user, t),
+            "device_users": float(self.device_users.add(device, user)[0]),
+            "ip_users": float(self.ip_users.add(ip, user)[0]),
+            "new_device": float(had_devices and device_is_new),
+            "new_country": float(had_countries and country_is_new),
+        }
+        specific = getattr(self, "_" + event_type.replace(".", "_"))
+        features.update(specific(t, entities, context, payload))
+        return features
+
+    def _account_created(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        return {
+            "ip_signups_1h": self.ip_signups.add(context["ip"], t),
+            "device_signups_1h": self.device_signups.add(context["device_id"], t),
+        }
+
+    def _account_login(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        failed = not payload["success"]
+        user = entities["user_id"]
+        return {
+            "failed": float(failed),
+            "user_failed_logins_1h": self.user_failed_logins.add(user, t, float(failed)),
+        }
+
+    def _listing_created(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        shop = entities["shop_id"]
+        price = float(payload["price"])
+        category = payload["category"]
+        typical = self.category_price.get(category)
+        self.category_price.update(category, price)
+        shop_is_new = not self.shop_first_seen.seen(shop)
+        shop_age = self.shop_first_seen.age(shop, t)
+        subnet = subnet24(context["ip"])
+        return {
+            "price_vs_category": 1.0 if typical is None else price / typical,
+            "shop_age_h": shop_age / HOUR,
+            "shop_listings_1h": self.shop_listings.add(shop, t),
+            "subnet_new_shops_1d": self.subnet_new_shops.add(subnet, t, float(shop_is_new)),
+            "same_title_1d": self.title_counts.add(normalised_title(payload["title"]), t),
+        }
+
+    def _amount_features(self, user: str, amount: float) -> dict[str, float]:
+        usual = self.user_amount.get(user)
+        if usual is None:
+            usual = self.global_amount.get("all") or amount
+        self.user_amount.update(user, amount)
+        self.global_amount.update("all", amount)
+        return {"amount_log": math.log1p(amount), "amount_vs_user": amount / max(usual, 0.01)}
+
+    def _order_placed(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        user = entities["user_id"]
+        self.user_shops_ordered.add(user, entities["shop_id"])
+        features = self._amount_features(user, float(payload["amount"]))
+        features["user_orders_1h"] = self.user_orders.add(user, t)
+        return features
+
+    def _payment_attempted(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        device = context["device_id"]
+        ip = context["ip"]
+        card = payload["card_fingerprint"]
+        declined = payload["outcome"] != "approved"
+        _, new_on_device = self.device_cards.add(device, card)
+        _, new_on_ip = self.ip_cards.add(ip, card)
+        features = self._amount_features(entities["user_id"], float(payload["amount"]))
+        features.update(
+            declined=float(declined),
+            device_payments_1h=self.device_payments.add(device, t),
+            device_new_cards_1h=self.device_new_cards.add(device, t, float(new_on_device)),
+            ip_new_cards_1h=self.ip_new_cards.add(ip, t, float(new_on_ip)),
+            device_declines_1h=self.device_declines.add(device, t, float(declined)),
+        )
+        return features
+
+    def _message_sent(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        user = entities["user_id"]
+        return {
+            "has_link": float(payload["has_link"]),
+            "length_log": math.log1p(payload["length"]),
+            "user_messages_1h": self.user_messages.add(user, t),
+            "user_recipients": float(self.user_recipients.add(user, payload["recipient_id"])[0]),
+        }
+
+    def _review_posted(
+        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
+    ) -> dict[str, float]:
+        shop = entities["shop_id"]
+        low = payload["rating"] <= 2
+        ordered = self.user_shops_ordered.contains(entities["user_id"], shop)
+        return {
+            "low_rating": float(low),
+            "reviewer_ordered": float(ordered),
+            "shop_reviews_1h": self.shop_reviews.add(shop, t),
+            "shop_low_reviews_1h": self.shop_low_reviews.add(shop, t, float(low)),
+        }

@@ -1,0 +1,1 @@
+"""Kafka I/O, the detector service and the command line."""

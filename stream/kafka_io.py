@@ -1,0 +1,131 @@
+"""Thin, typed wrappers over confluent-kafka: configs, delivery tracking, commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from stream.settings import ServiceSettings
+
+
+class VigilKafkaError(RuntimeError):
+    """A Kafka operation failed; ``code`` is librdkafka's error code name."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message if code is None else f"{message} [{code}]")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record, with librdkafka's optional getters resolved once at the edge."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+    @classmethod
+    def of(cls, msg: Message) -> Record:
+        raw_headers = msg.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        headers: dict[str, bytes] = {}
+        for name, raw in pairs:
+            headers[name] = raw.encode() if isinstance(raw, str) else (raw or b"")
+        key, value = msg.key(), msg.value()
+        return cls(
+            topic=msg.topic() or "",
+            partition=_int(msg.partition()),
+            offset=_int(msg.offset()),
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else value,
+            headers=headers,
+            timestamp_ms=msg.timestamp()[1],
+        )
+
+
+def _int(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "group.id": settings.group,
+        "enable.auto.commit": False,
+        # Offsets are stored and committed by hand, after the alerts they caused are delivered.
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.partition.eof": False,
+    }
+    config.update(settings.kafka_common())
+    return config
+
+
+def producer_config(settings: ServiceSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "zstd",
+        # A dead letter carries the raw record, which may be larger than a good event.
+        "message.max.bytes": 2_000_000,
+    }
+    config.update(settings.kafka_common())
+    return config
+
+
+class DeliveryTracker:
+    """Counts outstanding produces and remembers the first delivery failure."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.failures: list[str] = []
+
+    def callback(self, err: KafkaError | None, msg: Message) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.failures.append(f"{msg.topic()}: {err.str()} [{err.name()}]")
+
+    def sent(self) -> None:
+        self.pending += 1
+
+
+def flush_or_raise(producer: Producer, tracker: DeliveryTracker, timeout_s: float) -> None:
+    """Wait until every produced record is acknowledged; raise if any is not."""
+    remaining = producer.flush(timeout_s)
+    if remaining or tracker.pending:
+        raise VigilKafkaError(f"{max(remaining, tracker.pending)} records not delivered in time")
+    if tracker.failures:
+        failures, tracker.failures = tracker.failures, []
+        raise VigilKafkaError("delivery failed: " + "; ".join(failures[:5]))
+
+
+def next_offsets(records: Iterable[Record]) -> list[TopicPartition]:
+    """Offsets to commit after ``records``: one past the last one per partition."""
+    highest: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        if record.offset > highest.get(key, -1):
+            highest[key] = record.offset
+    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]
+
+
+def commit_or_raise(consumer: Any, offsets: list[TopicPartition]) -> None:
+    """Commit synchronously and check each partition's result."""
+    if not offsets:
+        return
+    try:
+        results = consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0]
+        raise VigilKafkaError(f"commit failed: {err.str()}", err.name()) from exc
+    for tp in results or []:
+        if tp.error is not None:
+            raise VigilKafkaError(f"commit failed for {tp.topic}[{tp.partition}]", str(tp.error))

@@ -1,0 +1,91 @@
+"""Prometheus metrics and the health endpoints, served from one small HTTP thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+
+class ServiceMetrics:
+    """The service's instruments, on a registry of its own (so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("vigil_events", "Events consumed", ["event_type"], registry=r)
+        self.dead_letters = Counter(
+            "vigil_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.alerts = Counter("vigil_alerts", "Alerts produced", ["event_type"], registry=r)
+        self.commits = Counter("vigil_commits", "Offset commits", registry=r)
+        self.lag = Gauge("vigil_consumer_lag", "Records behind the end", ["partition"], registry=r)
+        self.batch_seconds = Histogram(
+            "vigil_batch_seconds", "Time to process, deliver and commit a batch", registry=r
+        )
+        self.assigned = Gauge("vigil_assigned_partitions", "Partitions assigned", registry=r)
+
+
+class Health:
+    """Liveness (the loop is turning) and readiness (assigned and not draining)."""
+
+    def __init__(self, stall_after_s: float = 60.0) -> None:
+        self.stall_after_s = stall_after_s
+        self._beat = time.monotonic()
+        self.ready = False
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    @property
+    def live(self) -> bool:
+        return time.monotonic() - self._beat < self.stall_after_s
+
+
+def serve(
+    metrics: ServiceMetrics, health: Health, host: str, port: int
+) -> tuple[ThreadingHTTPServer, int]:
+    """Start ``/metrics``, ``/healthz`` and ``/readyz``; returns the server and its port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
+            elif self.path == "/healthz":
+                ok = health.live
+                body, status, ctype = (
+                    (b"ok\n" if ok else b"stalled\n"),
+                    200 if ok else 503,
+                    "text/plain",
+                )
+            elif self.path == "/readyz":
+                ok = health.ready
+                body, status, ctype = (
+                    (b"ready\n" if ok else b"not ready\n"),
+                    200 if ok else 503,
+                    "text/plain",
+                )
+            else:
+                body, status, ctype = b"not found\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # probes every few seconds would drown the logs
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="vigil-http", daemon=True).start()
+    return server, server.server_address[1]

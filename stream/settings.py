@@ -1,0 +1,127 @@
+"""One frozen, typed settings object, built once at start-up.
+
+Sources, lowest to highest precedence: defaults, a TOML config file, ``VIGIL_*``
+environment variables, command-line flags. A bad value fails here, at start-up, with the
+setting's name and where its value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "VIGIL_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class ServiceSettings(BaseModel):
+    """Everything ``vigil run`` needs; nothing below this reads the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str = Field(min_length=1, description="Kafka bootstrap servers")
+    input_topic: str = Field(min_length=1)
+    alerts_topic: str = Field(min_length=1)
+    dlq_topic: str = Field(min_length=1)
+    group: str = Field(min_length=1, description="consumer group id")
+    exit_when_idle: float | None = Field(
+        default=None, gt=0, description="exit after this many seconds without input"
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    flush_timeout_s: float = Field(default=30.0, gt=0)
+    max_event_bytes: int = Field(default=65_536, ge=1_024)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = Field(default=9308, ge=0, le=65_535)
+    log_level: str = "info"
+    # Detector and threshold.
+    seed: int = 42
+    n_trees: int = Field(default=10, ge=1, le=1_000)
+    height: int = Field(default=8, ge=1, le=30)
+    window_size: int = Field(default=250, ge=1)
+    quantile: float = Field(default=0.995, gt=0, lt=1)
+    warmup: int = Field(default=1_000, ge=0)
+    max_keys: int = Field(default=1_000_000, ge=1)
+    # Extra librdkafka settings (security, timeouts) for consumer and producer.
+    kafka: dict[str, str] = Field(default_factory=dict)
+    sasl_password: SecretStr | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    def kafka_common(self) -> dict[str, str | int | float | bool]:
+        """librdkafka settings shared by the consumer and the producer."""
+        common: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap}
+        common.update(self.kafka)
+        if self.sasl_password is not None:
+            common["sasl.password"] = self.sasl_password.get_secret_value()
+        return common
+
+
+FIELD_NAMES = frozenset(ServiceSettings.model_fields)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    found: dict[str, tuple[Any, str]] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in FIELD_NAMES:
+            found[name] = (value, f"env {key}")
+    return found
+
+
+def _from_file(path: Path) -> dict[str, tuple[Any, str]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("vigil", data)
+    return {str(k).replace("-", "_"): (v, f"file {path}") for k, v in section.items()}
+
+
+def load_settings(
+    cli: Mapping[str, Any],
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServiceSettings:
+    """Merge the sources and validate; raise ``ConfigError`` naming each bad setting."""
+    env = os.environ if env is None else env
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    merged: dict[str, tuple[Any, str]] = {}
+    if config_file is not None:
+        merged.update(_from_file(config_file))
+    merged.update(_from_env(env))
+    merged.update(
+        {k: (v, "flag --" + k.replace("_", "-")) for k, v in cli.items() if v is not None}
+    )
+    unknown = sorted(k for k in merged if k not in FIELD_NAMES)
+    if unknown:
+        where = ", ".join(f"'{k}' ({merged[k][1]})" for k in unknown)
+        raise ConfigError(f"unknown setting {where}")
+    try:
+        return ServiceSettings.model_validate({k: v for k, (v, _) in merged.items()})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            origin = merged.get(name, (None, "default"))[1]
+            problems.append(f"setting '{name}' ({origin}): {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,80 @@
+"""Runs ``vigil run`` as a real subprocess and reads its JSON log lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServiceRun:
+    returncode: int
+    logs: list[dict[str, Any]]
+    stderr: str
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in self.logs if line.get("event") == name]
+
+    @property
+    def stopped(self) -> dict[str, Any]:
+        (line,) = self.events("service.stopped")
+        return line
+
+
+def run_service(
+    bootstrap: str,
+    topics: dict[str, str],
+    group: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    idle_s: float = 3.0,
+    timeout_s: float = 240.0,
+) -> ServiceRun:
+    env = {
+        **os.environ,
+        "VIGIL_WARMUP": "50",
+        "VIGIL_WINDOW_SIZE": "50",
+        "VIGIL_QUANTILE": "0.98",
+        "VIGIL_METRICS_PORT": "0",
+        **(extra_env or {}),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "run",
+            "--bootstrap",
+            bootstrap,
+            "--input-topic",
+            topics["input"],
+            "--alerts-topic",
+            topics["alerts"],
+            "--dlq-topic",
+            topics["dlq"],
+            "--group",
+            group,
+            "--exit-when-idle",
+            str(idle_s),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    logs = []
+    for raw in proc.stdout.splitlines():
+        try:
+            logs.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return ServiceRun(proc.returncode, logs, proc.stderr.decode(errors="replace"))

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
+from tests.unit.events import _PAYLOADS, make_event
+
+
+@pytest.mark.parametrize("event_type", sorted(_PAYLOADS))
+def test_every_event_type_yields_its_declared_features(event_type):
+    features = FeatureExtractor(max_keys=100).extract(make_event(event_type))
+    assert set(features) == {spec.name for spec in FEATURE_SPECS[event_type]}
+    assert all(value >= 0.0 for value in features.values())
+
+
+def test_extract_does_not_mutate_the_event():
+    event = make_event("payment.attempted")
+    before = copy.deepcopy(event)
+    FeatureExtractor(max_keys=100).extract(event)
+    assert event == before
+
+
+def test_card_testing_signature_raises_new_cards_on_device():
+    extractor = FeatureExtractor(max_keys=1000)
+    features = {}
+    for i in range(30):
+        event = make_event(
+            "payment.attempted", i, device="d-bad", card_fingerprint=f"c-{i}", amount=1.0
+        )
+        features = extractor.extract(event)
+    assert features["device_new_cards_1h"] > 25
+    normal = extractor.extract(make_event("payment.attempted", 31, device="d-ok", user="u-9"))
+    assert normal["device_new_cards_1h"] == pytest.approx(1.0)
+
+
+def test_login_from_new_device_and_country_is_flagged_only_for_known_users():
+    extractor = FeatureExtractor(max_keys=1000)
+    first = extractor.extract(make_event("account.login", 0, device="d-1", country="US"))
+    assert first["new_device"] == 0.0  # nothing known yet: not "new"
+    again = extractor.extract(make_event("account.login", 10, device="d-1", country="US"))
+    assert again["new_device"] == 0.0
+    takeover = extractor.extract(make_event("account.login", 20, device="d-9", country="BR"))
+    assert takeover["new_device"] == 1.0
+    assert takeover["new_country"] == 1.0
+
+
+def test_amount_against_users_own_history():
+    extractor = FeatureExtractor(max_keys=1000)
+    for i in range(10):
+        extractor.extract(make_event("order.placed", i, amount=20.0))
+    big = extractor.extract(make_event("order.placed", 11, amount=800.0))
+    assert big["amount_vs_user"] == pytest.approx(40.0)
+
+
+def test_review_from_a_buyer_who_ordered():
+    extractor = FeatureExtractor(max_keys=1000)
+    stranger = extractor.extract(make_event("review.posted", 0, user="u-5", rating=1))
+    assert stranger["reviewer_ordered"] == 0.0
+    assert stranger["low_rating"] == 1.0
+    extractor.extract(make_event("order.placed", 1, user="u-6"))
+    buyer = extractor.extract(make_event("review.posted", 2, user="u-6"))
+    assert buyer["reviewer_ordered"] == 1.0
+
+
+def test_velocity_is_in_event_time_not_wall_clock():
+    extractor = FeatureExtractor(max_keys=1000)
+    extractor.extract(make_event("message.sent", 0, seconds=0))
+    later = extractor.extract(make_event("message.sent", 1, seconds=10 * 3600))
+    assert later["user_messages_1h"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_squash_maps_into_unit_interval():
+    spec = FeatureSpec("x", 2.0)
+    assert spec.squash(0.0) == 0.0
+    assert spec.squash(2.0) == 0.5
+    assert 0.0 <= spec.squash(1e12) < 1.0
+    assert spec.squash(-5.0) == 0.0
+    assert FeatureSpec("flag", None).squash(3.0) == 1.0

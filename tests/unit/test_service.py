@@ -1,0 +1,140 @@
+"""The consumer loop with in-memory clients: ordering of deliver and commit, dead letters."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError
+
+from stream.kafka_io import VigilKafkaError
+from stream.service import Service
+from stream.settings import load_settings
+from tests.unit.events import make_event
+from tests.unit.fakes import FakeConsumer, FakeMessage, FakeProducer
+
+
+def _settings(**extra):
+    return load_settings(
+        {
+            "bootstrap": "unused:1",
+            "input_topic": "events",
+            "alerts_topic": "alerts",
+            "dlq_topic": "dlq",
+            "group": "g",
+            "metrics_port": 0,
+            "warmup": 20,
+            "window_size": 20,
+            "quantile": 0.8,
+            **extra,
+        },
+        env={},
+    )
+
+
+def _messages(values, partition=0, start=0):
+    return [FakeMessage("events", partition, start + i, v) for i, v in enumerate(values)]
+
+
+def _good(n, start=0):
+    return [
+        orjson.dumps(make_event("payment.attempted", i, user=f"u-{i % 7}", amount=10.0 + i % 13))
+        for i in range(start, start + n)
+    ]
+
+
+def _run(batches, producer=None):
+    journal: list[str] = []
+    consumer = FakeConsumer(journal, batches)
+    producer = producer or FakeProducer(journal)
+    producer.journal = journal
+    service = Service(_settings(exit_when_idle=0.01), consumer=consumer, producer=producer)
+    summary = service.run()
+    return summary, consumer, producer, journal
+
+
+def test_commits_after_each_batch_only_after_flush():
+    batches = [_messages(_good(100)), _messages(_good(100, 100), start=100)]
+    summary, consumer, producer, journal = _run(batches)
+    assert summary.events == 200
+    assert [[(tp.partition, tp.offset) for tp in c] for c in consumer.commits] == [
+        [(0, 100)],
+        [(0, 200)],
+    ]
+    # Every commit comes after a flush that follows the batch's produces.
+    for i, entry in enumerate(journal):
+        if entry == "commit":
+            last_produce = max(
+                (j for j in range(i) if journal[j].startswith("produce")), default=-1
+            )
+            flushes = [j for j in range(i) if journal[j] == "flush"]
+            assert flushes
+            assert flushes[-1] > last_produce
+    assert summary.alerts > 0
+    assert sum(1 for p in producer.delivered if p.topic == "alerts") == summary.alerts
+    assert consumer.closed
+
+
+def test_bad_records_go_to_dead_letters_with_reason_and_offsets_advance():
+    values = [*_good(5), b"{not json", b"[1,2]", orjson.dumps({"event_id": "x"}), b"x" * 70_000]
+    summary, consumer, producer, _ = _run([_messages(values, partition=3)])
+    dead = [p for p in producer.delivered if p.topic == "dlq"]
+    assert [d.headers["vigil.dlq.reason"] for d in dead] == [
+        b"invalid_json",
+        b"not_an_object",
+        b"schema_violation",
+        b"oversized",
+    ]
+    assert [d.value for d in dead] == values[5:]
+    assert dead[0].headers["vigil.source.partition"] == b"3"
+    assert dead[0].headers["vigil.source.offset"] == b"5"
+    assert dead[2].headers["vigil.dlq.detail"]
+    assert summary.events == 5
+    assert summary.dead_letters == 4
+    assert consumer.commits[-1][0].offset == len(values)
+
+
+def test_a_record_that_breaks_scoring_is_dead_lettered_not_fatal(monkeypatch):
+    def explode(self, event):
+        if event["event_id"].endswith("-3"):
+            raise ZeroDivisionError("boom")
+        return original(self, event)
+
+    from detectors.scoring import EventScorer
+
+    original = EventScorer.score
+    monkeypatch.setattr(EventScorer, "score", explode)
+    summary, consumer, producer, _ = _run([_messages(_good(6))])
+    dead = [p for p in producer.delivered if p.topic == "dlq"]
+    assert len(dead) == 1
+    assert dead[0].headers["vigil.dlq.reason"] == b"processing_error"
+    assert b"ZeroDivisionError" in dead[0].headers["vigil.dlq.detail"]
+    assert summary.events == 5
+    assert consumer.commits[-1][0].offset == 6
+
+
+def test_failed_delivery_means_no_commit():
+    journal: list[str] = []
+    producer = FakeProducer(journal, fail_topics={"dlq"})
+    with pytest.raises(VigilKafkaError, match="delivery failed"):
+        _run([_messages([b"garbage"])], producer=producer)
+
+
+def test_consumer_errors_are_skipped_but_fatal_ones_stop():
+    skipped = FakeMessage("events", 0, -1, None, _error=KafkaError(KafkaError._TRANSPORT))
+    summary, _, _, _ = _run([[skipped, *_messages(_good(2))]])
+    assert summary.events == 2
+    fatal = FakeMessage("events", 0, -1, None, _error=KafkaError(KafkaError._FATAL, fatal=True))
+    with pytest.raises(VigilKafkaError, match="fatal"):
+        _run([[fatal]])
+
+
+def test_stop_finishes_the_batch_and_commits():
+    journal: list[str] = []
+    batches = [_messages(_good(10)), _messages(_good(10, 10), start=10)]
+    consumer = FakeConsumer(journal, batches)
+    service = Service(_settings(), consumer=consumer, producer=FakeProducer(journal))
+    service.on_batch = lambda summary: service.stop()
+    summary = service.run()
+    assert summary.batches == 1
+    assert consumer.commits[-1][0].offset == 10
+    assert consumer.closed

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from stream.settings import ConfigError, load_settings
+
+REQUIRED = {
+    "bootstrap": "127.0.0.1:9092",
+    "input_topic": "events",
+    "alerts_topic": "alerts",
+    "dlq_topic": "dlq",
+    "group": "vigil",
+}
+
+
+def test_flags_override_env_override_file(tmp_path):
+    config = tmp_path / "vigil.toml"
+    config.write_text('[vigil]\nbatch_size = 10\nquantile = 0.9\ngroup = "from-file"\n')
+    env = {"VIGIL_BATCH_SIZE": "20", "VIGIL_BOOTSTRAP": "b:1"}
+    settings = load_settings(
+        {**REQUIRED, "bootstrap": None, "batch_size": None, "group": "from-flag"},
+        config_file=config,
+        env=env,
+    )
+    assert settings.batch_size == 20
+    assert settings.quantile == 0.9
+    assert settings.bootstrap == "b:1"
+    assert settings.group == "from-flag"
+
+
+def test_config_file_from_env(tmp_path):
+    config = tmp_path / "vigil.toml"
+    config.write_text("warmup = 5\n")
+    settings = load_settings(REQUIRED, env={"VIGIL_CONFIG": str(config)})
+    assert settings.warmup == 5
+
+
+def test_bad_value_names_the_setting_and_its_source():
+    with pytest.raises(ConfigError, match=r"'batch_size' \(env VIGIL_BATCH_SIZE\)"):
+        load_settings(REQUIRED, env={"VIGIL_BATCH_SIZE": "lots"})
+    with pytest.raises(ConfigError, match=r"'quantile' \(flag --quantile\)"):
+        load_settings({**REQUIRED, "quantile": 1.5}, env={})
+
+
+def test_missing_required_setting_is_named():
+    with pytest.raises(ConfigError, match="'group'"):
+        load_settings({k: v for k, v in REQUIRED.items() if k != "group"}, env={})
+
+
+def test_unknown_setting_in_file_is_rejected(tmp_path):
+    config = tmp_path / "vigil.toml"
+    config.write_text("batchsize = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'batchsize'"):
+        load_settings(REQUIRED, config_file=config, env={})
+
+
+def test_settings_are_frozen_and_secret_is_hidden():
+    settings = load_settings({**REQUIRED, "sasl_password": "hunter2"}, env={})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.batch_size = 3  # type: ignore[misc]
+    assert "hunter2" not in repr(settings)
+    assert settings.kafka_common()["sasl.password"] == "hunter2"
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(REQUIRED, config_file=tmp_path / "nope.toml", env={})

@@ -19,9 +19,9 @@ from typing import Any, Protocol, cast
 import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from schemas.validation import EventValidator, Invalid
 
 from detectors.scoring import EventScorer, ScoringConfig
+from schemas.validation import EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
 from stream.faults import FaultInjector
 from stream.kafka_io import (
@@ -133,6 +133,7 @@ class Service:
         self.summary = RunSummary()
         self.delivery = DeliveryTracker()
         self._stopping = False
+        self.http_port: int | None = None
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
@@ -156,10 +157,10 @@ class Service:
         producer = self._producer or Producer(producer_config(settings))
         server = None
         if settings.metrics_port is not None:
-            server, port = serve(
+            server, self.http_port = serve(
                 self.metrics, self.health, settings.metrics_host, settings.metrics_port
             )
-            log.info("http.listening", port=port)
+            log.info("http.listening", port=self.http_port)
         consumer.subscribe(
             [settings.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )

@@ -7,12 +7,12 @@ from collections import Counter
 
 import orjson
 import pytest
-from schemas.validation import validate_alert
+
+from schemas.validation import validate_alert, validate_dead_letter_headers
 from stream.kafka_local import create_topics
+from stream.topic_reader import committed_offsets, end_offsets, read_topic
 from stream.traffic.generator import TrafficConfig, generate
 from stream.traffic.sinks import produce_to_kafka
-
-from stream.topic_reader import committed_offsets, end_offsets, read_topic
 from tests.integration.service_runner import run_service
 
 pytestmark = pytest.mark.integration
@@ -50,6 +50,7 @@ def test_events_in_alerts_and_dead_letters_out(kafka_bootstrap, unique_name):
             b"schema_violation",
         }
         assert d.headers["vigil.dlq.detail"]
+        validate_dead_letter_headers(d.headers)
         assert d.headers["vigil.source.topic"] == topics["input"].encode()
         int(d.headers["vigil.source.offset"])
     # Every alert follows the contract and points back at its event.

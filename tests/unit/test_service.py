@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import orjson
 import pytest
 from confluent_kafka import KafkaError
 
+from schemas.validation import validate_dead_letter_headers
 from stream.kafka_io import VigilKafkaError
 from stream.service import Service
 from stream.settings import load_settings
@@ -47,7 +50,9 @@ def _run(batches, producer=None):
     consumer = FakeConsumer(journal, batches)
     producer = producer or FakeProducer(journal)
     producer.journal = journal
-    service = Service(_settings(exit_when_idle=0.01), consumer=consumer, producer=producer)
+    service = Service(
+        _settings(exit_when_idle=0.01), consumer=cast(Any, consumer), producer=cast(Any, producer)
+    )
     summary = service.run()
     return summary, consumer, producer, journal
 
@@ -88,6 +93,8 @@ def test_bad_records_go_to_dead_letters_with_reason_and_offsets_advance():
     assert dead[0].headers["vigil.source.partition"] == b"3"
     assert dead[0].headers["vigil.source.offset"] == b"5"
     assert dead[2].headers["vigil.dlq.detail"]
+    for d in dead:
+        validate_dead_letter_headers(d.headers)
     assert summary.events == 5
     assert summary.dead_letters == 4
     assert consumer.commits[-1][0].offset == len(values)
@@ -132,7 +139,9 @@ def test_stop_finishes_the_batch_and_commits():
     journal: list[str] = []
     batches = [_messages(_good(10)), _messages(_good(10, 10), start=10)]
     consumer = FakeConsumer(journal, batches)
-    service = Service(_settings(), consumer=consumer, producer=FakeProducer(journal))
+    service = Service(
+        _settings(), consumer=cast(Any, consumer), producer=cast(Any, FakeProducer(journal))
+    )
     service.on_batch = lambda summary: service.stop()
     summary = service.run()
     assert summary.batches == 1

@@ -41,10 +41,13 @@ def demo_cli(argv: Sequence[str]) -> int:
 
     broker: kafka_local.LocalKafka | None = None
     bootstrap = args.bootstrap
+    running = kafka_local.status(args.workdir) if bootstrap is None else None
+    if running is not None:
+        bootstrap = running.bootstrap  # started by `vigil kafka start`: use it, leave it up
     if bootstrap is None:
         _say("[1/5] starting a local Kafka (first run downloads the jars with Maven)...")
         kafka_local.ensure_jars(args.workdir)
-        broker = kafka_local.start(args.workdir)
+        broker = kafka_local.start(args.workdir, progress=sys.stderr)
         bootstrap = broker.bootstrap
     _say(f"      Kafka at {bootstrap}")
     try:

@@ -42,11 +42,12 @@ def _run(argv: Sequence[str]) -> int:
         print(f"vigil run: {exc}", file=sys.stderr)
         return 2
 
+    from stream.faults import FaultInjector
     from stream.logs import configure_logging
     from stream.service import Service
 
     configure_logging(settings.log_level)
-    service = Service(settings)
+    service = Service(settings, faults=FaultInjector.from_env())
     service.install_signal_handlers()
     service.run()
     return 0

@@ -63,7 +63,10 @@ def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.partition.eof": False,
+        "session.timeout.ms": settings.session_timeout_ms,
     }
+    if settings.group_instance_id is not None:
+        config["group.instance.id"] = settings.group_instance_id
     config.update(settings.kafka_common())
     return config
 

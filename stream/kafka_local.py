@@ -156,6 +156,9 @@ def render_server_properties(
         "share.coordinator.state.topic.min.isr": 1,
         "share.coordinator.state.topic.num.partitions": 1,
         "group.initial.rebalance.delay.ms": 0,
+        # Records carry event time, and replayed or generated history is older than the
+        # default 7 days: time-based retention would delete it minutes after it arrived.
+        "log.retention.ms": -1,
     }
     lines = ["# Written by stream/kafka_local.py: single-node KRaft broker for local use."]
     lines += [f"{key}={value}" for key, value in settings.items()]
@@ -756,9 +759,14 @@ def create_topics(
     *,
     exist_ok: bool = False,
     timeout_s: float = 30.0,
+    config: Mapping[str, str] | None = None,
 ) -> None:
     """Create ``topics`` (name -> partitions, replication factor 1) and wait until every
-    partition has a leader. With ``exist_ok`` an existing topic is not an error."""
+    partition has a leader. With ``exist_ok`` an existing topic is not an error.
+
+    Topics keep their records forever unless ``config`` says otherwise: test and demo
+    records carry event time from the past, which time-based retention would delete.
+    """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin does not re-export it
@@ -767,7 +775,12 @@ def create_topics(
         return
     admin = AdminClient({"bootstrap.servers": bootstrap})
     new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            config=dict(config) if config is not None else {"retention.ms": "-1"},
+        )
         for name, partitions in topics.items()
     ]
     futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)

@@ -39,6 +39,9 @@ from stream.settings import ServiceSettings
 
 log = structlog.get_logger("vigil.service")
 
+# How long past ``exit_when_idle`` to wait for partitions that are behind but silent.
+IDLE_GRACE_S = 60.0
+
 
 class ConsumerLike(Protocol):
     def subscribe(self, topics: list[str], **kwargs: Any) -> None: ...
@@ -48,6 +51,7 @@ class ConsumerLike(Protocol):
     def assignment(self) -> list[TopicPartition]: ...
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
     def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> Any: ...
+    def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any: ...
 
 
 @dataclass
@@ -134,6 +138,8 @@ class Service:
         self.delivery = DeliveryTracker()
         self._stopping = False
         self.http_port: int | None = None
+        self._assigned: set[tuple[str | None, int | None]] = set()
+        self._idle_since = time.monotonic()
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
@@ -162,23 +168,23 @@ class Service:
             )
             log.info("http.listening", port=self.http_port)
         consumer.subscribe(
-            [settings.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            [settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
         )
-        idle_since = time.monotonic()
+        self._idle_since = time.monotonic()
         log.info("service.started", input_topic=settings.input_topic, group=settings.group)
         try:
             while not self._stopping:
                 self.health.beat()
                 messages = consumer.consume(settings.batch_size, settings.poll_timeout_s)
                 if not messages:
-                    if (
-                        settings.exit_when_idle is not None
-                        and time.monotonic() - idle_since >= settings.exit_when_idle
-                    ):
+                    if self._idle_long_enough(consumer):
                         log.info("service.idle", seconds=settings.exit_when_idle)
                         break
                     continue
-                idle_since = time.monotonic()
+                self._idle_since = time.monotonic()
                 self._process_batch(consumer, producer, messages)
         finally:
             self.health.ready = False
@@ -198,15 +204,66 @@ class Service:
             )
         return self.summary
 
+    def _idle_long_enough(self, consumer: ConsumerLike) -> bool:
+        """Idle means: nothing new for ``exit_when_idle`` seconds *and* caught up with the
+        end of every assigned partition (a slow first fetch is not the end of the input).
+
+        Without an assignment the group may still wait for a dead member's session to
+        expire, so then the clock runs a session timeout longer.
+        """
+        limit = self.settings.exit_when_idle
+        if limit is None:
+            return False
+        if not self._assigned:
+            limit += self.settings.session_timeout_ms / 1000
+        idle_s = time.monotonic() - self._idle_since
+        if idle_s < limit:
+            return False
+        if self._caught_up(consumer):
+            return True
+        if idle_s >= limit + IDLE_GRACE_S:
+            log.warning("service.idle_not_caught_up", seconds=round(idle_s, 1))
+            return True
+        return False
+
+    def _caught_up(self, consumer: ConsumerLike) -> bool:
+        try:
+            assigned = consumer.assignment()
+            if not assigned:
+                return True
+            positions = consumer.position(assigned)
+            unknown = [tp for tp in positions if tp.offset is None or tp.offset < 0]
+            # Nothing consumed yet on a partition: where the group would start is the answer.
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in (consumer.committed(unknown, timeout=5) if unknown else [])
+            }
+            for tp in positions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=5)
+                at = tp.offset
+                if at is None or at < 0:
+                    at = committed.get((tp.topic, tp.partition), -1)
+                log.debug("caught_up.check", partition=tp.partition, at=at, low=low, high=high)
+                if high > low and (at is None or at < high):
+                    return False
+        except Exception:  # a broker hiccup here: try again on the next idle poll
+            log.debug("caught_up.unknown", exc_info=True)
+            return False
+        return True
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # cooperative-sticky: the callbacks carry only the partitions that changed.
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
-        self.metrics.assigned.inc(len(partitions))
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        self.metrics.assigned.set(len(self._assigned))
+        self._idle_since = time.monotonic()
         self.health.ready = not self._stopping
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is committed before the next consume(), so nothing is pending here.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
-        self.metrics.assigned.dec(len(partitions))
+        self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        self.metrics.assigned.set(len(self._assigned))
 
     def _process_batch(
         self, consumer: ConsumerLike, producer: Producer, messages: list[Message]

@@ -35,6 +35,12 @@ class ServiceSettings(BaseModel):
     exit_when_idle: float | None = Field(
         default=None, gt=0, description="exit after this many seconds without input"
     )
+    session_timeout_ms: int = Field(
+        default=45_000, ge=1_000, description="how soon a dead member's partitions move on"
+    )
+    group_instance_id: str | None = Field(
+        default=None, min_length=1, description="static membership, for rolling restarts"
+    )
     batch_size: int = Field(default=500, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
     flush_timeout_s: float = Field(default=30.0, gt=0)

@@ -44,6 +44,8 @@ def run_service(
         "VIGIL_WINDOW_SIZE": "50",
         "VIGIL_QUANTILE": "0.98",
         "VIGIL_METRICS_PORT": "0",
+        # A killed member's partitions move on after this (the broker's minimum).
+        "VIGIL_SESSION_TIMEOUT_MS": "6000",
         **(extra_env or {}),
     }
     proc = subprocess.run(

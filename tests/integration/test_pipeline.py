@@ -36,7 +36,7 @@ def test_events_in_alerts_and_dead_letters_out(kafka_bootstrap, unique_name):
     # Every offset of every partition is committed.
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == end_offsets(
         kafka_bootstrap, topics["input"]
-    )
+    ), [line for line in first.logs if line["event"] != "dead_letter"][-30:]
     # Exactly the malformed records are dead letters, with their reason and source.
     malformed = [r for r in records if r.malformed is not None]
     assert malformed
@@ -103,7 +103,12 @@ def test_sigkill_between_alerts_and_commit_loses_no_alert(kafka_bootstrap, uniqu
     restarted = run_service(kafka_bootstrap, topics, group, extra_env=env)
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     on_topic = [orjson.loads(r.value or b"") for r in read_topic(kafka_bootstrap, topics["alerts"])]
-    assert produced_before_kill <= {a["alert_id"] for a in on_topic}
+    missing = produced_before_kill - {a["alert_id"] for a in on_topic}
+    assert not missing, (
+        [line for line in killed.logs if line.get("alert_id") in missing],
+        [line for line in restarted.logs if line["event"] != "alert.produced"][:40],
+        [line for line in killed.logs if line["event"] != "alert.produced"][:20],
+    )
     assert restarted.stopped["events"] == len(records)
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == end_offsets(
         kafka_bootstrap, topics["input"]

@@ -103,6 +103,8 @@ class FakeConsumer:
 
     def subscribe(self, topics: list[str], **kwargs: Any) -> None:
         self.journal.append("subscribe")
+        if kwargs.get("on_assign") is not None:
+            kwargs["on_assign"](self, [TopicPartition(t, 0) for t in topics])
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         return self.batches.pop(0) if self.batches else []
@@ -124,3 +126,6 @@ class FakeConsumer:
 
     def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> tuple[int, int]:
         return (0, 0)
+
+    def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> list[TopicPartition]:
+        return partitions

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from schemas.validation import validate_alert
-
 from detectors.explain import Reason
 from detectors.scoring import Scored
+from schemas.validation import validate_alert
 from stream.alerts import SourceCoordinates, alert_id, event_alert
 from tests.unit.events import make_event
 

@@ -33,6 +33,14 @@ class ServiceMetrics:
             "vigil_batch_seconds", "Time to process, deliver and commit a batch", registry=r
         )
         self.assigned = Gauge("vigil_assigned_partitions", "Partitions assigned", registry=r)
+        self._event_counters: dict[str, Counter] = {}
+
+    def count_event(self, event_type: str) -> None:
+        # labels() costs microseconds per call; the hot path keeps the children.
+        child = self._event_counters.get(event_type)
+        if child is None:
+            child = self._event_counters[event_type] = self.events.labels(event_type)
+        child.inc()
 
 
 class Health:

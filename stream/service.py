@@ -318,7 +318,7 @@ class Service:
             self._dead_letter(producer, msg, "processing_error", f"{type(exc).__name__}: {exc}")
             return
         self.summary.events += 1
-        self.metrics.events.labels(scored.event_type).inc()
+        self.metrics.count_event(scored.event_type)
         if not scored.is_anomaly:
             return
         source = SourceCoordinates(msg.topic, msg.partition, msg.offset)

@@ -60,12 +60,11 @@ def test_events_in_alerts_and_dead_letters_out(kafka_bootstrap, unique_name):
         validate_alert(alert)
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
     # Attacks are caught: alerts land on attack events far above the base rate.
-    attack_of = {r.event_id: r.attack_id for r in records if r.malformed is None}
-    attack_share = sum(1 for r in records if r.attack) / len(records)
-    hits = [a for a in alerts if attack_of.get(a["event_ids"][0])]
+    attack_of = {r.event_id: r.attack for r in records if r.attack is not None}
+    attack_share = len(attack_of) / len(records)
+    hits = [attack_of[a["event_ids"][0]] for a in alerts if a["event_ids"][0] in attack_of]
     assert len(hits) / len(alerts) > 3 * attack_share
-    caught_instances = {attack_of[a["event_ids"][0]] for a in hits}
-    assert len({i.rsplit("-", 1)[0] for i in caught_instances}) >= 2
+    assert len(set(hits)) >= 2, "at least two attack types caught"
     stopped = first.stopped
     assert stopped["events"] + stopped["dead_letters"] == len(records)
     assert stopped["alerts"] == len(alerts)

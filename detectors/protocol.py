@@ -40,6 +40,10 @@ class Detector(Protocol):
         """Learn each row, in order."""
         ...
 
+    def score_learn_many(self, rows: FloatArray) -> FloatArray:
+        """Score each row, then learn it, in order: the per-event semantics in one call."""
+        ...
+
 
 class RowByRowBatch:
     """Batch methods built on the per-event ones, for detectors without a vector path."""
@@ -61,3 +65,11 @@ class RowByRowBatch:
     def learn_many(self, rows: FloatArray) -> None:
         for row in rows:
             self.learn_one(self._row_dict(row))
+
+    def score_learn_many(self, rows: FloatArray) -> FloatArray:
+        scores = np.empty(len(rows), dtype=np.float64)
+        for i, row in enumerate(rows):
+            x = self._row_dict(row)
+            scores[i] = self.score_one(x)
+            self.learn_one(x)
+        return scores

@@ -1,23 +1,32 @@
 """The scoring step: features, one detector per event type, threshold, explanation.
 
-Pure and deterministic: the same events in the same order give the same results. Each
-event is scored before it is learned. Scoring, thresholding and explanation keep separate
-state so later stages (pattern grouping, precision tuning) can replace any one of them.
+Pure and deterministic: the same events in the same order give the same results, however
+they are cut into batches. Each event is scored before it is learned. Scoring,
+thresholding and explanation keep separate state so later stages (pattern grouping,
+precision tuning) can replace any one of them.
+
+A batch is scored in three passes: features event by event (entity state is sequential),
+then each event type's rows through its detector in one vectorised ``score_learn_many``
+(types never share a detector, so this keeps the per-event order within a model), then
+thresholds and explanations event by event.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from detectors.explain import DeviationExplainer, Reason
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
 from detectors.protocol import Detector
-from detectors.river_hst import RiverHalfSpaceTrees
 from detectors.threshold import QuantileThreshold
 
+Engine = Literal["hst", "river-hst", "iforest"]
+ENGINES: tuple[Engine, ...] = ("hst", "river-hst", "iforest")
 DetectorFactory = Callable[[tuple[str, ...], int], Detector]
 
 
@@ -25,6 +34,7 @@ DetectorFactory = Callable[[tuple[str, ...], int], Detector]
 class ScoringConfig:
     """Detector and threshold settings shared by every event type."""
 
+    engine: Engine = "hst"
     n_trees: int = 10
     height: int = 8
     window_size: int = 250
@@ -48,25 +58,51 @@ class Scored:
     reasons: tuple[Reason, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Unscorable:
+    """An event the scorer could not turn into features (a contract gap or a bug)."""
+
+    detail: str
+
+
 def stable_seed(base: int, label: str) -> int:
     """A seed per event type that does not depend on Python's randomised ``hash``."""
     return (base * 1_000_003 + zlib.crc32(label.encode())) % (2**31)
 
 
 @dataclass(frozen=True)
-class RiverHSTFactory:
-    """Makes river Half-Space Trees with the configured shape (picklable, unlike a closure)."""
+class EngineFactory:
+    """Makes the configured detector for one event type (picklable, unlike a closure)."""
 
     config: ScoringConfig
 
     def __call__(self, feature_names: tuple[str, ...], seed: int) -> Detector:
-        return RiverHalfSpaceTrees(
-            feature_names,
-            n_trees=self.config.n_trees,
-            height=self.config.height,
-            window_size=self.config.window_size,
-            seed=seed,
-        )
+        c = self.config
+        if c.engine == "hst":
+            from detectors.hst import HalfSpaceTrees
+
+            return HalfSpaceTrees(
+                feature_names,
+                n_trees=c.n_trees,
+                height=c.height,
+                window_size=c.window_size,
+                seed=seed,
+            )
+        if c.engine == "river-hst":
+            from detectors.river_hst import RiverHalfSpaceTrees
+
+            return RiverHalfSpaceTrees(
+                feature_names,
+                n_trees=c.n_trees,
+                height=c.height,
+                window_size=c.window_size,
+                seed=seed,
+            )
+        if c.engine == "iforest":
+            from detectors.iforest import IsolationForestASD
+
+            return IsolationForestASD(feature_names, seed=seed)
+        raise ValueError(f"unknown engine {c.engine!r}; known: {', '.join(ENGINES)}")
 
 
 class _TypeModel:
@@ -80,6 +116,9 @@ class _TypeModel:
         self.threshold = QuantileThreshold(config.quantile, config.warmup)
         self.explainer = DeviationExplainer(tuple(s.name for s in specs))
 
+    def row(self, raw: Mapping[str, float]) -> list[float]:
+        return [spec.squash(raw[spec.name]) for spec in self.specs]
+
 
 class EventScorer:
     """Scores validated events, one model per event type, created on first sight."""
@@ -88,7 +127,7 @@ class EventScorer:
         self, config: ScoringConfig | None = None, factory: DetectorFactory | None = None
     ) -> None:
         self.config = config or ScoringConfig()
-        self._factory = factory or RiverHSTFactory(self.config)
+        self._factory = factory or EngineFactory(self.config)
         self.features = FeatureExtractor(self.config.max_keys)
         self._models: dict[str, _TypeModel] = {}
 
@@ -103,22 +142,59 @@ class EventScorer:
         return model
 
     def score(self, event: Mapping[str, Any]) -> Scored:
-        event_type: str = event["event_type"]
-        raw = self.features.extract(event)
-        model = self._model(event_type)
-        scaled = {spec.name: spec.squash(raw[spec.name]) for spec in model.specs}
-        threshold = model.threshold.value
-        score = model.detector.score_one(scaled)
-        is_anomaly = model.threshold.observe(score)
-        reasons = tuple(model.explainer.explain(raw, self.config.explain_top)) if is_anomaly else ()
-        model.detector.learn_one(scaled)
-        model.explainer.learn_one(raw)
-        return Scored(
-            event_type=event_type,
-            score=score,
-            threshold=threshold,
-            is_anomaly=is_anomaly,
-            detector=model.detector.name,
-            features=raw,
-            reasons=reasons,
-        )
+        """Score one event; raises ``ValueError`` if it cannot be scored."""
+        (result,) = self.score_batch([event])
+        if isinstance(result, Unscorable):
+            raise ValueError(result.detail)
+        return result
+
+    def score_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Unscorable]:
+        """Score ``events`` in order; identical to scoring them one by one."""
+        raws: list[dict[str, float] | Unscorable] = []
+        rows_by_type: dict[str, list[list[float]]] = {}
+        index_by_type: dict[str, list[int]] = {}
+        for i, event in enumerate(events):
+            try:
+                features = self.features.extract(event)
+                event_type: str = event["event_type"]
+                row = self._model(event_type).row(features)
+            except Exception as exc:  # the caller dead-letters it; the batch goes on
+                raws.append(Unscorable(f"{type(exc).__name__}: {exc}"))
+                continue
+            raws.append(features)
+            rows_by_type.setdefault(event_type, []).append(row)
+            index_by_type.setdefault(event_type, []).append(i)
+
+        scores = np.zeros(len(events), dtype=np.float64)
+        for event_type, rows in rows_by_type.items():
+            detector = self._models[event_type].detector
+            scores[index_by_type[event_type]] = detector.score_learn_many(
+                np.asarray(rows, dtype=np.float64)
+            )
+
+        results: list[Scored | Unscorable] = []
+        for i, raw in enumerate(raws):
+            if isinstance(raw, Unscorable):
+                results.append(raw)
+                continue
+            event_type = events[i]["event_type"]
+            model = self._models[event_type]
+            score = float(scores[i])
+            threshold = model.threshold.value
+            is_anomaly = model.threshold.observe(score)
+            reasons = (
+                tuple(model.explainer.explain(raw, self.config.explain_top)) if is_anomaly else ()
+            )
+            model.explainer.learn_one(raw)
+            results.append(
+                Scored(
+                    event_type=event_type,
+                    score=score,
+                    threshold=threshold,
+                    is_anomaly=is_anomaly,
+                    detector=model.detector.name,
+                    features=raw,
+                    reasons=reasons,
+                )
+            )
+        return results

@@ -10,6 +10,7 @@ compiled verdicts with jsonschema's real 2020-12 validator.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ class EventValidator:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = max_bytes
         self._validate = compile_validator(EVENT_SCHEMA)
+        # The schema's allOf holds one if/then branch per event type; for an event of type
+        # T every other branch's `if` is false and vacuous. A validator holding T's branch
+        # alone is therefore exactly equivalent, and skips six failing `if`s (each raises
+        # and catches inside fastjsonschema): about twice as fast per event.
+        schema = load_schema(EVENT_SCHEMA)
+        self._by_type: dict[str, Validate] = {}
+        for branch in schema["allOf"]:
+            event_type = branch["if"]["properties"]["event_type"]["const"]
+            self._by_type[event_type] = compile_schema({**schema, "allOf": [branch]}, EVENT_SCHEMA)
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
         """The event as a dict if `raw` is a valid event, otherwise why not."""
@@ -114,8 +124,10 @@ class EventValidator:
             return Invalid("invalid_json", _capped(str(exc)))
         if not isinstance(value, dict):
             return Invalid("not_an_object", f"top-level JSON value is {_json_type_name(value)}")
+        event_type = value.get("event_type")
+        validate = self._by_type.get(event_type) if isinstance(event_type, str) else None
         try:
-            self._validate(value)
+            (validate or self._validate)(value)
         except fastjsonschema.JsonSchemaValueException as exc:
             return Invalid("schema_violation", _capped(exc.message))
         return value
@@ -140,7 +152,12 @@ def validate_dead_letter_headers(headers: Mapping[str, bytes]) -> None:
 
 def compile_validator(name: str) -> Validate:
     """The compiled validator of packaged schema `name`; it raises JsonSchemaValueException."""
-    schema = load_schema(name)
+    return compile_schema(load_schema(name), name)
+
+
+def compile_schema(schema: dict[str, Any], name: str) -> Validate:
+    """Compile `schema` (a packaged schema or a specialisation of one, called `name`)."""
+    schema = copy.deepcopy(schema)  # fastjsonschema rewrites $refs in place
     problems = draft07_incompatibilities(schema)
     if problems:
         raise ValueError(f"{name} cannot be compiled as draft-07: " + "; ".join(problems))

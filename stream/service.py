@@ -20,8 +20,8 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detectors.scoring import EventScorer, ScoringConfig
-from schemas.validation import EventValidator, Invalid
+from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable
+from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
 from stream.faults import FaultInjector
 from stream.kafka_io import (
@@ -87,6 +87,7 @@ class RunSummary:
 
 def scoring_config(settings: ServiceSettings) -> ScoringConfig:
     return ScoringConfig(
+        engine=settings.engine,
         n_trees=settings.n_trees,
         height=settings.height,
         window_size=settings.window_size,
@@ -271,8 +272,9 @@ class Service:
         started = time.monotonic()
         if self.summary.first_batch_at is None:
             self.summary.first_batch_at = started
-        processed: list[Record] = []
         alerts_before = self.summary.alerts
+        processed: list[Record] = []
+        valid: list[tuple[Record, dict[str, Any]]] = []
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -282,8 +284,22 @@ class Service:
                     log.warning("consumer.error", error=error.str(), code=error.name())
                 continue
             record = Record.of(msg)
-            self._process_record(producer, record)
             processed.append(record)
+            decoded = self.validator.decode(record.value)
+            if isinstance(decoded, Invalid):
+                self._dead_letter(producer, record, decoded.reason, decoded.detail)
+            else:
+                valid.append((record, decoded))
+        results = self.scorer.score_batch([event for _, event in valid])
+        for (record, event), result in zip(valid, results, strict=True):
+            if isinstance(result, Unscorable):
+                log.error("scoring.failed", partition=record.partition, offset=record.offset)
+                self._dead_letter(producer, record, PROCESSING_ERROR, result.detail)
+                continue
+            self.summary.events += 1
+            self.metrics.count_event(result.event_type)
+            if result.is_anomaly:
+                self._alert(producer, record, event, result)
             producer.poll(0)
         batch_no = self.summary.batches + 1
         self.faults.reached("after_produce", batch_no)
@@ -306,23 +322,11 @@ class Service:
         if self.on_batch is not None:
             self.on_batch(self.summary)
 
-    def _process_record(self, producer: Producer, msg: Record) -> None:
-        decoded = self.validator.decode(msg.value)
-        if isinstance(decoded, Invalid):
-            self._dead_letter(producer, msg, decoded.reason, decoded.detail)
-            return
-        try:
-            scored = self.scorer.score(decoded)
-        except Exception as exc:  # a bug must not stop the stream; the record is kept
-            log.exception("scoring.failed", offset=msg.offset, partition=msg.partition)
-            self._dead_letter(producer, msg, "processing_error", f"{type(exc).__name__}: {exc}")
-            return
-        self.summary.events += 1
-        self.metrics.count_event(scored.event_type)
-        if not scored.is_anomaly:
-            return
-        source = SourceCoordinates(msg.topic, msg.partition, msg.offset)
-        alert = event_alert(decoded, scored, source)
+    def _alert(
+        self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored
+    ) -> None:
+        source = SourceCoordinates(record.topic, record.partition, record.offset)
+        alert = event_alert(event, scored, source)
         producer.produce(
             self.settings.alerts_topic,
             key=alert["alert_id"].encode(),
@@ -335,8 +339,8 @@ class Service:
         log.debug(
             "alert.produced",
             alert_id=alert["alert_id"],
-            partition=msg.partition,
-            offset=msg.offset,
+            partition=record.partition,
+            offset=record.offset,
         )
 
     def _dead_letter(self, producer: Producer, msg: Record, reason: str, detail: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pickle
@@ -11,7 +12,7 @@ import pytest
 
 from detectors.explain import DeviationExplainer
 from detectors.river_hst import RiverHalfSpaceTrees
-from detectors.scoring import EventScorer, ScoringConfig, stable_seed
+from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from detectors.threshold import QuantileThreshold
 from tests.unit.events import make_event
 
@@ -66,6 +67,39 @@ def test_injected_attack_scores_higher_and_alerts_are_explained():
     assert alerts
     assert all(s.reasons for s in alerts)
     assert all(s.score > s.threshold for s in alerts)
+
+
+@pytest.mark.parametrize("engine", ["hst", "river-hst", "iforest"])
+def test_batches_score_exactly_like_single_events(engine):
+    config = ScoringConfig(engine=engine, warmup=50, window_size=50, quantile=0.9)
+    events = list(_stream(1200, attack_every=40))
+    single = EventScorer(config)
+    one_by_one = [single.score(e) for e in events]
+    batched = EventScorer(config)
+    cuts = [0, 1, 98, 400, 401, 1000, 1200]
+    in_batches = [r for a, b in itertools.pairwise(cuts) for r in batched.score_batch(events[a:b])]
+    assert in_batches == one_by_one
+    assert any(isinstance(r, Scored) and r.is_anomaly for r in in_batches)
+
+
+def test_a_broken_event_does_not_spoil_its_batch():
+    scorer = EventScorer(ScoringConfig(warmup=10, window_size=10))
+    events = list(_stream(30))
+    broken = dict(events[5])
+    del broken["context"]
+    results = scorer.score_batch([*events[:5], broken, *events[5:]])
+    assert isinstance(results[5], Unscorable)
+    assert "KeyError" in results[5].detail
+    reference = EventScorer(ScoringConfig(warmup=10, window_size=10))
+    assert [r.score for r in results if isinstance(r, Scored)] == [
+        reference.score(e).score for e in events
+    ]
+
+
+def test_unknown_engine_fails_at_model_creation():
+    scorer = EventScorer(ScoringConfig(engine="nope"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        scorer.score(make_event("order.placed"))
 
 
 def test_scorer_pickles_and_resumes_identically():

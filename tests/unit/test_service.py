@@ -106,10 +106,10 @@ def test_a_record_that_breaks_scoring_is_dead_lettered_not_fatal(monkeypatch):
             raise ZeroDivisionError("boom")
         return original(self, event)
 
-    from detectors.scoring import EventScorer
+    from detectors.features import FeatureExtractor
 
-    original = EventScorer.score
-    monkeypatch.setattr(EventScorer, "score", explode)
+    original = FeatureExtractor.extract
+    monkeypatch.setattr(FeatureExtractor, "extract", explode)
     summary, consumer, producer, _ = _run([_messages(_good(6))])
     dead = [p for p in producer.delivered if p.topic == "dlq"]
     assert len(dead) == 1

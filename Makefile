@@ -6,7 +6,9 @@ VENV ?= .venv
 WORKDIR ?= .work
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck unit integration kafka-jars clean
+DATASETS ?= ../shared/datasets
+
+.PHONY: setup demo test lint typecheck unit integration kafka-jars bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +39,17 @@ integration: setup kafka-jars
 
 test: lint typecheck kafka-jars
 	$(BIN)/pytest -q tests --doctest-modules detectors stream schemas
+
+# Figures and ratios against baselines measured in the same run (river, pyod).
+bench: setup
+	$(BIN)/vigil bench speed
+	$(BIN)/vigil bench pipeline
+	for d in mammography shuttle smtp forestcover http; do \
+	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seed 0; \
+	done
+	for d in http shuttle; do \
+	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order original; \
+	done
 
 clean:
 	rm -rf $(VENV) $(WORKDIR)

@@ -22,6 +22,7 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("quantile", float, "alert budget: the score quantile above which an event alerts"),
     ("warmup", int, "events per event type scored before any alert can fire"),
     ("seed", int, "seed of the detectors"),
+    ("engine", str, "detector engine: hst (default), river-hst or iforest"),
 )
 
 
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": "generate synthetic marketplace traffic with injected attacks",
         "run": "run the detector service",
         "demo": "local Kafka, traffic, the service, and a summary of what it found",
+        "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in commands:
         print("usage: vigil {" + ",".join(commands) + "} ...\n", file=sys.stderr)
@@ -75,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.traffic.cli import generate_cli
 
         return int(generate_cli(rest))
+    if command == "bench":
+        from stream.bench import bench_cli
+
+        return bench_cli(rest)
     if command == "demo":
         from stream.demo import demo_cli
 

@@ -33,6 +33,7 @@ def demo_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--engine", default="hst", choices=["hst", "river-hst", "iforest"])
     parser.add_argument("--workdir", type=Path, default=kafka_local.DEFAULT_WORKDIR)
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"), help="use this broker"
@@ -103,6 +104,7 @@ def _demo(args: argparse.Namespace, bootstrap: str) -> int:
             "group": f"vigil-demo-{run_id}",
             "exit_when_idle": 3.0,
             "metrics_port": 0,
+            "engine": args.engine,
         },
         env={},
     )
@@ -131,7 +133,7 @@ def _demo(args: argparse.Namespace, bootstrap: str) -> int:
     print()
     print("Vigil demo summary")
     print("==================")
-    print(f"events consumed   {summary.events:,}")
+    print(f"events consumed   {summary.events:,} (engine {args.engine})")
     print(f"records/s         {rate:,.0f} end to end (decode, validate, score, alert, commit)")
     print(
         f"dead letters      {len(dead):,} (generated malformed: {sum(malformed.values()):,};"

@@ -29,6 +29,19 @@ class ServiceRun:
         return line
 
 
+def service_command(bootstrap: str, topics: dict[str, str], group: str, *extra: str) -> list[str]:
+    """``vigil run`` for ``topics`` (keys input, alerts, dlq) as a subprocess argv."""
+    return [
+        sys.executable, "-m", "stream.cli", "run",
+        "--bootstrap", bootstrap,
+        "--input-topic", topics["input"],
+        "--alerts-topic", topics["alerts"],
+        "--dlq-topic", topics["dlq"],
+        "--group", group,
+        *extra,
+    ]  # fmt: skip
+
+
 def run_service(
     bootstrap: str,
     topics: dict[str, str],
@@ -49,24 +62,7 @@ def run_service(
         **(extra_env or {}),
     }
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            "--bootstrap",
-            bootstrap,
-            "--input-topic",
-            topics["input"],
-            "--alerts-topic",
-            topics["alerts"],
-            "--dlq-topic",
-            topics["dlq"],
-            "--group",
-            group,
-            "--exit-when-idle",
-            str(idle_s),
-        ],
+        service_command(bootstrap, topics, group, "--exit-when-idle", str(idle_s)),
         cwd=ROOT,
         env=env,
         capture_output=True,

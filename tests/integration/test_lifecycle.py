@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -20,7 +19,7 @@ from stream.settings import load_settings
 from stream.topic_reader import committed_offsets, end_offsets
 from stream.traffic.generator import TrafficConfig, generate
 from stream.traffic.sinks import produce_to_kafka
-from tests.integration.service_runner import ROOT
+from tests.integration.service_runner import ROOT, service_command
 
 pytestmark = pytest.mark.integration
 
@@ -102,26 +101,9 @@ def test_sigterm_drains_commits_and_exits_cleanly(kafka_bootstrap, unique_name):
     produce_to_kafka(iter(records), kafka_bootstrap, topics["input"])
     group = unique_name("group")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--input-topic",
-            topics["input"],
-            "--alerts-topic",
-            topics["alerts"],
-            "--dlq-topic",
-            topics["dlq"],
-            "--group",
-            group,
-            "--batch-size",
-            "100",
-            "--metrics-port",
-            "0",
-        ],
+        service_command(
+            kafka_bootstrap, topics, group, "--batch-size", "100", "--metrics-port", "0"
+        ),
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

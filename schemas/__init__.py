@@ -9,6 +9,7 @@ from typing import Any
 EVENT_SCHEMA = "event.v1.json"
 ALERT_SCHEMA = "alert.v1.json"
 DEAD_LETTER_SCHEMA = "dead_letter.v1.json"
+LABEL_SCHEMA = "label.v1.json"
 
 # Mirrors the event_type enum in event.v1.json; a test keeps the two equal.
 EVENT_TYPES: tuple[str, ...] = (

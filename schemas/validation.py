@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 import fastjsonschema
 import orjson
 
-from schemas import ALERT_SCHEMA, DEAD_LETTER_SCHEMA, EVENT_SCHEMA, load_schema
+from schemas import ALERT_SCHEMA, DEAD_LETTER_SCHEMA, EVENT_SCHEMA, LABEL_SCHEMA, load_schema
 
 InvalidReason = Literal["oversized", "invalid_json", "not_an_object", "schema_violation"]
 DEAD_LETTER_REASONS: Final[tuple[InvalidReason, ...]] = (
@@ -137,6 +137,14 @@ def validate_alert(alert: dict[str, Any]) -> None:
     """Raise ValueError naming the offending path if `alert` breaks alert.v1.json."""
     try:
         _alert_validator()(alert)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise ValueError(exc.message) from exc
+
+
+def validate_label(label: dict[str, Any]) -> None:
+    """Raise ValueError naming the offending path if `label` breaks label.v1.json."""
+    try:
+        _label_validator()(label)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise ValueError(exc.message) from exc
 
@@ -269,3 +277,8 @@ def _json_type_name(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array"
+
+
+@functools.cache
+def _label_validator() -> Validate:
+    return compile_validator(LABEL_SCHEMA)

@@ -864,6 +864,7 @@ def test_there_is_one_example_per_contract_and_event_type() -> None:
     names = {entry.name for entry in EXAMPLES.iterdir() if entry.name.endswith(".json")}
     assert names == {f"{event_type}.json" for event_type in EVENT_TYPES} | {
         "alert.json",
+        "label.json",
         "dead_letter.json",
     }
 

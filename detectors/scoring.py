@@ -43,6 +43,8 @@ class ScoringConfig:
     warmup: int = 1000
     max_keys: int = 1_000_000
     explain_top: int = 3
+    # Do not learn events scoring above this (poisoning protection); None learns all.
+    protect_above: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,14 @@ class EngineFactory:
     config: ScoringConfig
 
     def __call__(self, feature_names: tuple[str, ...], seed: int) -> Detector:
+        detector = self._make(feature_names, seed)
+        if self.config.protect_above is not None:
+            from detectors.protect import Protected
+
+            return Protected(detector, self.config.protect_above)
+        return detector
+
+    def _make(self, feature_names: tuple[str, ...], seed: int) -> Detector:
         c = self.config
         if c.engine == "hst":
             from detectors.hst import HalfSpaceTrees

@@ -95,6 +95,7 @@ def scoring_config(settings: ServiceSettings) -> ScoringConfig:
         quantile=settings.quantile,
         warmup=settings.warmup,
         max_keys=settings.max_keys,
+        protect_above=settings.protect_above,
     )
 
 

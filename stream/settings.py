@@ -57,6 +57,9 @@ class ServiceSettings(BaseModel):
     quantile: float = Field(default=0.995, gt=0, lt=1)
     warmup: int = Field(default=1_000, ge=0)
     max_keys: int = Field(default=1_000_000, ge=1)
+    protect_above: float | None = Field(
+        default=None, description="do not learn events scoring above this (anti-poisoning)"
+    )
     # Extra librdkafka settings (security, timeouts) for consumer and producer.
     kafka: dict[str, str] = Field(default_factory=dict)
     sasl_password: SecretStr | None = None

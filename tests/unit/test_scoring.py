@@ -96,6 +96,16 @@ def test_a_broken_event_does_not_spoil_its_batch():
     ]
 
 
+def test_protected_engine_learns_less_and_names_itself():
+    events = list(_stream(600, attack_every=20))
+    plain = EventScorer(ScoringConfig(warmup=50, window_size=50))
+    guarded = EventScorer(ScoringConfig(warmup=50, window_size=50, protect_above=0.5))
+    plain_scores = [plain.score(e).score for e in events]
+    results = [guarded.score(e) for e in events]
+    assert results[0].detector == "hst/1+protected"
+    assert [r.score for r in results] != plain_scores
+
+
 def test_unknown_engine_fails_at_model_creation():
     scorer = EventScorer(ScoringConfig(engine="nope"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown engine 'nope'"):

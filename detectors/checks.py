@@ -177,13 +177,11 @@ def check_batch_equals_per_event(factory: DetectorFactory) -> None:
             by_batch.learn_many(rows[start : start + size])
         _assert_same(by_batch.score_many(probe), expected, f"learn_many, batches of {size}")
 
-    if getattr(factory(FEATURES, 0), "score_learn_many", None) is None:
-        return
     reference = _per_event(factory(FEATURES, 0), rows)
     for size in (1, 7, 64, len(rows)):
         detector = factory(FEATURES, 0)
         batches = [rows[i : i + size] for i in range(0, len(rows), size)]
-        scores = np.concatenate([detector.score_learn_many(b) for b in batches])  # type: ignore[attr-defined]
+        scores = np.concatenate([detector.score_learn_many(b) for b in batches])
         _assert_same(scores, reference, f"score_learn_many, batches of {size}")
 
 

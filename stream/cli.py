@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": "generate synthetic marketplace traffic with injected attacks",
         "run": "run the detector service",
         "demo": "local Kafka, traffic, the service, and a summary of what it found",
+        "replay": "a bounded range of a topic through the same pipeline, to a file or topic",
         "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in commands:
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.traffic.cli import generate_cli
 
         return int(generate_cli(rest))
+    if command == "replay":
+        from stream.replay import replay_cli
+
+        return replay_cli(rest)
     if command == "bench":
         from stream.bench import bench_cli
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol, cast
 
@@ -20,7 +20,7 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable
+from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
 from stream.faults import FaultInjector
@@ -99,6 +99,17 @@ def scoring_config(settings: ServiceSettings) -> ScoringConfig:
     )
 
 
+@dataclass(frozen=True)
+class PartitionScorers:
+    """Makes the scorer of one input partition, seeded from the config and the partition."""
+
+    config: ScoringConfig
+
+    def __call__(self, partition: int) -> EventScorer:
+        seed = stable_seed(self.config.seed, f"partition-{partition}")
+        return EventScorer(replace(self.config, seed=seed))
+
+
 def dead_letter_headers(
     record: Record, reason: str, detail: str
 ) -> list[tuple[str, str | bytes | None]]:
@@ -121,7 +132,7 @@ class Service:
         *,
         consumer: ConsumerLike | None = None,
         producer: Producer | None = None,
-        scorer: EventScorer | None = None,
+        scorer_factory: Callable[[int], EventScorer] | None = None,
         metrics: ServiceMetrics | None = None,
         faults: FaultInjector | None = None,
         on_batch: Callable[[RunSummary], None] | None = None,
@@ -130,7 +141,11 @@ class Service:
         self.settings = settings
         self._consumer = consumer
         self._producer = producer
-        self.scorer = scorer or EventScorer(scoring_config(settings))
+        self._scorer_factory = scorer_factory or PartitionScorers(scoring_config(settings))
+        # One scorer per input partition: its state depends only on that partition's
+        # records in offset order, so a replay of the partition reproduces it exactly,
+        # whatever the interleaving of partitions in a poll.
+        self.scorers: dict[tuple[str, int], EventScorer] = {}
         self.validator = EventValidator(max_bytes=settings.max_event_bytes)
         self.metrics = metrics or ServiceMetrics()
         self.health = Health()
@@ -182,6 +197,9 @@ class Service:
                 self.health.beat()
                 messages = consumer.consume(settings.batch_size, settings.poll_timeout_s)
                 if not messages:
+                    if getattr(consumer, "exhausted", False):
+                        log.info("service.end_of_input")
+                        break
                     if self._idle_long_enough(consumer):
                         log.info("service.idle", seconds=settings.exit_when_idle)
                         break
@@ -265,6 +283,9 @@ class Service:
         # Every batch is committed before the next consume(), so nothing is pending here.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
         self._assigned.difference_update((p.topic, p.partition) for p in partitions)
+        for p in partitions:
+            # The partition's next owner starts its own state; ours would go stale.
+            self.scorers.pop((p.topic or "", p.partition or 0), None)
         self.metrics.assigned.set(len(self._assigned))
 
     def _process_batch(
@@ -291,8 +312,14 @@ class Service:
                 self._dead_letter(producer, record, decoded.reason, decoded.detail)
             else:
                 valid.append((record, decoded))
-        results = self.scorer.score_batch([event for _, event in valid])
-        for (record, event), result in zip(valid, results, strict=True):
+        by_partition: dict[tuple[str, int], list[tuple[Record, dict[str, Any]]]] = {}
+        for item in valid:
+            by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
+        scored: list[tuple[Record, dict[str, Any], Scored | Unscorable]] = []
+        for key, items in by_partition.items():
+            results = self._scorer(key).score_batch([event for _, event in items])
+            scored.extend((r, e, s) for (r, e), s in zip(items, results, strict=True))
+        for record, event, result in scored:
             if isinstance(result, Unscorable):
                 log.error("scoring.failed", partition=record.partition, offset=record.offset)
                 self._dead_letter(producer, record, PROCESSING_ERROR, result.detail)
@@ -322,6 +349,12 @@ class Service:
         )
         if self.on_batch is not None:
             self.on_batch(self.summary)
+
+    def _scorer(self, key: tuple[str, int]) -> EventScorer:
+        scorer = self.scorers.get(key)
+        if scorer is None:
+            scorer = self.scorers[key] = self._scorer_factory(key[1])
+        return scorer
 
     def _alert(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored

@@ -29,6 +29,16 @@ class ServiceRun:
         return line
 
 
+# Small windows so short test streams raise alerts; the same settings serve live and replay.
+TEST_ENV = {
+    "VIGIL_WARMUP": "50",
+    "VIGIL_WINDOW_SIZE": "50",
+    "VIGIL_QUANTILE": "0.98",
+    # A killed member's partitions move on after this (the broker's minimum).
+    "VIGIL_SESSION_TIMEOUT_MS": "6000",
+}
+
+
 def service_command(bootstrap: str, topics: dict[str, str], group: str, *extra: str) -> list[str]:
     """``vigil run`` for ``topics`` (keys input, alerts, dlq) as a subprocess argv."""
     return [
@@ -51,16 +61,7 @@ def run_service(
     idle_s: float = 3.0,
     timeout_s: float = 240.0,
 ) -> ServiceRun:
-    env = {
-        **os.environ,
-        "VIGIL_WARMUP": "50",
-        "VIGIL_WINDOW_SIZE": "50",
-        "VIGIL_QUANTILE": "0.98",
-        "VIGIL_METRICS_PORT": "0",
-        # A killed member's partitions move on after this (the broker's minimum).
-        "VIGIL_SESSION_TIMEOUT_MS": "6000",
-        **(extra_env or {}),
-    }
+    env = {**os.environ, **TEST_ENV, "VIGIL_METRICS_PORT": "0", **(extra_env or {})}
     proc = subprocess.run(
         service_command(bootstrap, topics, group, "--exit-when-idle", str(idle_s)),
         cwd=ROOT,

@@ -147,3 +147,16 @@ def test_stop_finishes_the_batch_and_commits():
     assert summary.batches == 1
     assert consumer.commits[-1][0].offset == 10
     assert consumer.closed
+
+
+def test_alerts_do_not_depend_on_how_partitions_interleave():
+    values = _good(400)
+    p0, p1 = _messages(values[:200], partition=0), _messages(values[200:], partition=1)
+    together = [[*p0[:150], *p1[:20]], [*p1[20:], *p0[150:]]]
+    apart = [p0[:50], p1[:199], p0[50:], p1[199:]]
+    alerts = []
+    for batches in (together, apart):
+        _, _, producer, _ = _run(batches)
+        alerts.append(sorted(p.value for p in producer.delivered if p.topic == "alerts"))
+    assert alerts[0]
+    assert alerts[0] == alerts[1]

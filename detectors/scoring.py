@@ -40,7 +40,7 @@ class ScoringConfig:
     window_size: int = 250
     seed: int = 42
     quantile: float = 0.995
-    warmup: int = 1000
+    warmup: int = 300
     max_keys: int = 1_000_000
     explain_top: int = 3
     # Do not learn events scoring above this (poisoning protection); None learns all.

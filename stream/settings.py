@@ -55,7 +55,7 @@ class ServiceSettings(BaseModel):
     height: int = Field(default=8, ge=1, le=30)
     window_size: int = Field(default=250, ge=1)
     quantile: float = Field(default=0.995, gt=0, lt=1)
-    warmup: int = Field(default=1_000, ge=0)
+    warmup: int = Field(default=300, ge=0)
     max_keys: int = Field(default=1_000_000, ge=1)
     protect_above: float | None = Field(
         default=None, description="do not learn events scoring above this (anti-poisoning)"

@@ -43,6 +43,10 @@ class DeviationExplainer:
             self._mean[name] += delta / self._n
             self._m2[name] += delta * (value - self._mean[name])
 
+    def baseline(self, feature: str) -> float:
+        """The running mean of ``feature`` (0 before anything was learned)."""
+        return self._mean.get(feature, 0.0)
+
     def explain(self, x: Mapping[str, float], top: int = 3) -> list[Reason]:
         if self._n < 2:
             return []

@@ -285,6 +285,11 @@ class HalfSpaceTrees:
         return int(self._clock[kernels.COUNTER])
 
     @property
+    def windows_completed(self) -> int:
+        """Window swaps so far: the reference mass changes only when this does."""
+        return int(self._clock[kernels.GEN])
+
+    @property
     def first_window(self) -> bool:
         """True until the first window swap: scores are 0 until then."""
         return bool(self._clock[kernels.FIRST_WINDOW])

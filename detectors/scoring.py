@@ -21,7 +21,10 @@ from typing import Any, Literal
 import numpy as np
 
 from detectors.explain import DeviationExplainer, Reason
+from detectors.explain_hst import PathExplainer
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
+from detectors.hst import HalfSpaceTrees
+from detectors.protect import Protected
 from detectors.protocol import Detector
 from detectors.threshold import QuantileThreshold
 
@@ -125,6 +128,63 @@ class _TypeModel:
         self.detector = detector
         self.threshold = QuantileThreshold(config.quantile, config.warmup)
         self.explainer = DeviationExplainer(tuple(s.name for s in specs))
+        self.paths = PathExplainer()
+
+    @property
+    def _trees(self) -> HalfSpaceTrees | None:
+        inner = self.detector.inner if isinstance(self.detector, Protected) else self.detector
+        return inner if isinstance(inner, HalfSpaceTrees) else None
+
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        """Cut ``n`` rows where Half-Space Trees swap windows, so every row of a chunk is
+        explained with the reference mass it was scored against."""
+        trees = self._trees
+        if trees is None:
+            return [(0, n)] if n else []
+        cuts, start = [], 0
+        room = trees.window_size - trees.counter
+        while start < n:
+            stop = min(start + room, n)
+            cuts.append((start, stop))
+            start, room = stop, trees.window_size
+        return cuts
+
+    def before_chunk(self) -> None:
+        trees = self._trees
+        if trees is not None:
+            self.paths.snapshot(trees)
+
+    def judge(
+        self, event_type: str, raw: dict[str, float], row: list[float], score: float, top: int
+    ) -> Scored:
+        """Threshold, explanation and the explainer's learning, for one scored event."""
+        threshold = self.threshold.value
+        is_anomaly = self.threshold.observe(score)
+        reasons = self.reasons(raw, row, top) if is_anomaly else ()
+        self.explainer.learn_one(raw)
+        return Scored(
+            event_type=event_type,
+            score=score,
+            threshold=threshold,
+            is_anomaly=is_anomaly,
+            detector=self.detector.name,
+            features=raw,
+            reasons=reasons,
+        )
+
+    def reasons(self, raw: Mapping[str, float], row: list[float], top: int) -> tuple[Reason, ...]:
+        """Half-Space Trees: the splits along the event's low-mass path; other detectors:
+        the features furthest from their running mean."""
+        trees = self._trees
+        if trees is None:
+            return tuple(self.explainer.explain(raw, top))
+        credits = self.paths.explain(trees, np.asarray(row, dtype=np.float64), top)
+        return tuple(
+            Reason(
+                c.feature, raw[c.feature], self.explainer.baseline(c.feature), c.direction, c.credit
+            )
+            for c in credits
+        )
 
     def row(self, raw: Mapping[str, float]) -> list[float]:
         return [spec.squash(raw[spec.name]) for spec in self.specs]
@@ -160,7 +220,8 @@ class EventScorer:
 
     def score_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Unscorable]:
         """Score ``events`` in order; identical to scoring them one by one."""
-        raws: list[dict[str, float] | Unscorable] = []
+        results: list[Scored | Unscorable | None] = [None] * len(events)
+        raws: list[dict[str, float]] = []
         rows_by_type: dict[str, list[list[float]]] = {}
         index_by_type: dict[str, list[int]] = {}
         for i, event in enumerate(events):
@@ -169,42 +230,24 @@ class EventScorer:
                 event_type: str = event["event_type"]
                 row = self._model(event_type).row(features)
             except Exception as exc:  # the caller dead-letters it; the batch goes on
-                raws.append(Unscorable(f"{type(exc).__name__}: {exc}"))
+                results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
-            raws.append(features)
             rows_by_type.setdefault(event_type, []).append(row)
             index_by_type.setdefault(event_type, []).append(i)
+            raws.append(features)
+        raw_of = dict(zip((i for i, r in enumerate(results) if r is None), raws, strict=True))
 
-        scores = np.zeros(len(events), dtype=np.float64)
+        # Types never share state, so each type's events can run on their own, in order.
         for event_type, rows in rows_by_type.items():
-            detector = self._models[event_type].detector
-            scores[index_by_type[event_type]] = detector.score_learn_many(
-                np.asarray(rows, dtype=np.float64)
-            )
-
-        results: list[Scored | Unscorable] = []
-        for i, raw in enumerate(raws):
-            if isinstance(raw, Unscorable):
-                results.append(raw)
-                continue
-            event_type = events[i]["event_type"]
             model = self._models[event_type]
-            score = float(scores[i])
-            threshold = model.threshold.value
-            is_anomaly = model.threshold.observe(score)
-            reasons = (
-                tuple(model.explainer.explain(raw, self.config.explain_top)) if is_anomaly else ()
-            )
-            model.explainer.learn_one(raw)
-            results.append(
-                Scored(
-                    event_type=event_type,
-                    score=score,
-                    threshold=threshold,
-                    is_anomaly=is_anomaly,
-                    detector=model.detector.name,
-                    features=raw,
-                    reasons=reasons,
-                )
-            )
-        return results
+            indices = index_by_type[event_type]
+            array = np.asarray(rows, dtype=np.float64)
+            for start, stop in model.chunks(len(rows)):
+                model.before_chunk()
+                scores = model.detector.score_learn_many(array[start:stop])
+                for j, score in zip(range(start, stop), scores, strict=True):
+                    i = indices[j]
+                    results[i] = model.judge(
+                        event_type, raw_of[i], rows[j], float(score), self.config.explain_top
+                    )
+        return [r for r in results if r is not None]

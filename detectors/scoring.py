@@ -26,6 +26,7 @@ from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
 from detectors.hst import HalfSpaceTrees
 from detectors.protect import Protected
 from detectors.protocol import Detector
+from detectors.river_hst import RiverHalfSpaceTrees
 from detectors.threshold import QuantileThreshold
 
 Engine = Literal["hst", "river-hst", "iforest"]
@@ -84,27 +85,15 @@ class EngineFactory:
     def __call__(self, feature_names: tuple[str, ...], seed: int) -> Detector:
         detector = self._make(feature_names, seed)
         if self.config.protect_above is not None:
-            from detectors.protect import Protected
-
             return Protected(detector, self.config.protect_above)
         return detector
 
     def _make(self, feature_names: tuple[str, ...], seed: int) -> Detector:
         c = self.config
-        if c.engine == "hst":
-            from detectors.hst import HalfSpaceTrees
-
-            return HalfSpaceTrees(
-                feature_names,
-                n_trees=c.n_trees,
-                height=c.height,
-                window_size=c.window_size,
-                seed=seed,
-            )
-        if c.engine == "river-hst":
-            from detectors.river_hst import RiverHalfSpaceTrees
-
-            return RiverHalfSpaceTrees(
+        if c.engine in ("hst", "river-hst"):
+            # Same constructor: ours and river's are interchangeable by design.
+            trees = HalfSpaceTrees if c.engine == "hst" else RiverHalfSpaceTrees
+            return trees(
                 feature_names,
                 n_trees=c.n_trees,
                 height=c.height,

@@ -27,6 +27,7 @@ from detectors.evaluation import Label, evaluate, format_evaluation
 from stream.logs import configure_logging
 from stream.service import Service
 from stream.settings import ConfigError, load_settings
+from stream.topic_reader import read_topic
 
 
 class ReplayError(ValueError):
@@ -217,7 +218,15 @@ def replay_cli(argv: Sequence[str]) -> int:
     target.add_argument("--output", type=Path, help="alerts as JSON lines")
     target.add_argument("--output-topic", help="alerts to this topic")
     parser.add_argument("--labels", type=Path, help="JSON lines {event_id, attack, attack_id}")
+    parser.add_argument(
+        "--compare-with",
+        metavar="ALERTS_TOPIC",
+        help="the live service's alerts topic: list every alert that differs (exit 1 if any)",
+    )
     args = parser.parse_args(argv)
+    if args.compare_with is not None and args.output is None:
+        print("vigil replay: --compare-with needs --output FILE", file=sys.stderr)
+        return 2
     try:
         start = parse_bound(args.start) if args.start else None
         end = parse_bound(args.end) if args.end else None
@@ -277,4 +286,51 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"  {day}  {count:,}")
     if args.labels is not None and sink is not None:
         print(format_evaluation(evaluate(alerts, _read_labels(args.labels))))
+    if args.compare_with is not None and sink is not None:
+        live = [
+            orjson.loads(r.value or b"")
+            for r in read_topic(args.bootstrap, args.compare_with)
+            if _in_ranges(_source_of(r.value), args.topic, source.ranges)
+        ]
+        differences = compare_alerts(live, alerts)
+        for line in differences:
+            print(line)
+        print(f"compared with {args.compare_with}: {len(differences)} differences")
+        return 1 if differences else 0
     return 0
+
+
+def _source_of(value: bytes | None) -> dict[str, Any]:
+    source: dict[str, Any] = orjson.loads(value or b"{}").get("source", {})
+    return source
+
+
+def _in_ranges(source: dict[str, Any], topic: str, ranges: dict[int, tuple[int, int]]) -> bool:
+    """Whether a live alert was caused by a record inside the replayed range."""
+    if source.get("topic") != topic:
+        return False
+    start, end = ranges.get(source.get("partition", -1), (0, 0))
+    return bool(start <= source.get("offset", -1) < end)
+
+
+def compare_alerts(live: Sequence[dict[str, Any]], replayed: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per alert only one side has, or whose content differs (by ``alert_id``).
+
+    >>> a = {"alert_id": "al-1", "score": 0.9}
+    >>> compare_alerts([a, {"alert_id": "al-2"}], [{**a, "score": 0.8}, {"alert_id": "al-3"}])
+    ['differs al-1: score live=0.9 replay=0.8', 'live only al-2', 'replay only al-3']
+    """
+    live_by_id = {a["alert_id"]: a for a in live}
+    replay_by_id = {a["alert_id"]: a for a in replayed}
+    lines = []
+    for alert_id in sorted(live_by_id.keys() | replay_by_id.keys()):
+        if alert_id not in replay_by_id:
+            lines.append(f"live only {alert_id}")
+        elif alert_id not in live_by_id:
+            lines.append(f"replay only {alert_id}")
+        elif live_by_id[alert_id] != replay_by_id[alert_id]:
+            a, b = live_by_id[alert_id], replay_by_id[alert_id]
+            fields = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            details = ", ".join(f"{k} live={a.get(k)} replay={b.get(k)}" for k in fields)
+            lines.append(f"differs {alert_id}: {details}")
+    return lines

@@ -45,9 +45,11 @@ def test_live_then_replay_gives_identical_alerts(kafka_bootstrap, unique_name, t
     labels.write_bytes(b"".join(label_line(r) + b"\n" for r in records))
     output = tmp_path / "alerts.jsonl"
     replay = _replay(
-        kafka_bootstrap, topics["input"], "--output", str(output), "--labels", str(labels)
-    )
-    assert replay.returncode == 0, replay.stderr[-3000:]
+        kafka_bootstrap, topics["input"], "--output", str(output), "--labels", str(labels),
+        "--compare-with", topics["alerts"],
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr[-3000:] + replay.stdout[-3000:]
+    assert "0 differences" in replay.stdout
     replayed = [orjson.loads(line) for line in output.read_bytes().splitlines()]
 
     def key(alert):
@@ -71,6 +73,17 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     ranged = _replay(kafka_bootstrap, topic, "--to", "0:1000", "--output", str(output))
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     assert "records   1,000" in ranged.stdout
+    # Settings that differ from the live run's show up as differences.
+    alerts_topic = unique_name("alerts")
+    create_topics(kafka_bootstrap, {alerts_topic: 1})  # empty: every alert is "replay only"
+    compared = _replay(
+        kafka_bootstrap, topic, "--output", str(output), "--compare-with", alerts_topic
+    )
+    replayed = output.read_bytes().splitlines()
+    assert replayed
+    assert compared.returncode == 1
+    assert f"{len(replayed)} differences" in compared.stdout
+    assert "replay only al-" in compared.stdout
     bad = _replay(kafka_bootstrap, topic, "--from", "yesterday", "--output", str(output))
     assert bad.returncode == 2
     assert "bad time 'yesterday'" in bad.stderr

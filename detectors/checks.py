@@ -281,4 +281,11 @@ def detector_factories() -> dict[str, DetectorFactory]:
             return detector
 
         factories["hst"] = hst
+
+        def ensemble(names: tuple[str, ...], seed: int) -> Detector:
+            from detectors.ensemble import RankEnsemble
+
+            return RankEnsemble([hst(names, seed), iforest(names, seed)], window=64)
+
+        factories["ensemble"] = ensemble
     return factories

@@ -29,8 +29,8 @@ from detectors.protocol import Detector
 from detectors.river_hst import RiverHalfSpaceTrees
 from detectors.threshold import QuantileThreshold
 
-Engine = Literal["hst", "river-hst", "iforest"]
-ENGINES: tuple[Engine, ...] = ("hst", "river-hst", "iforest")
+Engine = Literal["hst", "river-hst", "iforest", "ensemble"]
+ENGINES: tuple[Engine, ...] = ("hst", "river-hst", "iforest", "ensemble")
 DetectorFactory = Callable[[tuple[str, ...], int], Detector]
 
 
@@ -92,18 +92,30 @@ class EngineFactory:
         c = self.config
         if c.engine in ("hst", "river-hst"):
             # Same constructor: ours and river's are interchangeable by design.
-            trees = HalfSpaceTrees if c.engine == "hst" else RiverHalfSpaceTrees
-            return trees(
+            kind = HalfSpaceTrees if c.engine == "hst" else RiverHalfSpaceTrees
+            return kind(
                 feature_names,
                 n_trees=c.n_trees,
                 height=c.height,
                 window_size=c.window_size,
                 seed=seed,
             )
-        if c.engine == "iforest":
+        if c.engine in ("iforest", "ensemble"):
             from detectors.iforest import IsolationForestASD
 
-            return IsolationForestASD(feature_names, seed=seed)
+            forest = IsolationForestASD(feature_names, seed=seed)
+            if c.engine == "iforest":
+                return forest
+            from detectors.ensemble import RankEnsemble
+
+            trees = HalfSpaceTrees(
+                feature_names,
+                n_trees=c.n_trees,
+                height=c.height,
+                window_size=c.window_size,
+                seed=seed,
+            )
+            return RankEnsemble([trees, forest])
         raise ValueError(f"unknown engine {c.engine!r}; known: {', '.join(ENGINES)}")
 
 

@@ -22,7 +22,7 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("quantile", float, "alert budget: the score quantile above which an event alerts"),
     ("warmup", int, "events per event type scored before any alert can fire"),
     ("seed", int, "seed of the detectors"),
-    ("engine", str, "detector engine: hst (default), river-hst or iforest"),
+    ("engine", str, "detector engine: hst (default), river-hst, iforest or ensemble"),
 )
 
 

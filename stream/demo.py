@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from detectors.evaluation import Label, evaluate, format_evaluation
+from detectors.scoring import ENGINES
 from stream import kafka_local
 from stream.logs import configure_logging
 from stream.service import RunSummary, Service
@@ -33,7 +34,7 @@ def demo_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--engine", default="hst", choices=["hst", "river-hst", "iforest"])
+    parser.add_argument("--engine", default="hst", choices=ENGINES)
     parser.add_argument("--workdir", type=Path, default=kafka_local.DEFAULT_WORKDIR)
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"), help="use this broker"

@@ -49,7 +49,7 @@ class ServiceSettings(BaseModel):
     metrics_port: int | None = Field(default=9308, ge=0, le=65_535)
     log_level: str = "info"
     # Detector and threshold.
-    engine: Literal["hst", "river-hst", "iforest"] = "hst"
+    engine: Literal["hst", "river-hst", "iforest", "ensemble"] = "hst"
     seed: int = 42
     n_trees: int = Field(default=10, ge=1, le=1_000)
     height: int = Field(default=8, ge=1, le=30)

@@ -69,7 +69,7 @@ def test_injected_attack_scores_higher_and_alerts_are_explained():
     assert all(s.score > s.threshold for s in alerts)
 
 
-@pytest.mark.parametrize("engine", ["hst", "river-hst", "iforest"])
+@pytest.mark.parametrize("engine", ["hst", "river-hst", "iforest", "ensemble"])
 def test_batches_score_exactly_like_single_events(engine):
     config = ScoringConfig(engine=engine, warmup=50, window_size=50, quantile=0.9)
     events = list(_stream(1200, attack_every=40))

@@ -87,11 +87,18 @@ def explain_isolation(
     forest = detector.forest
     if forest is None:
         return []
-    total, high = isolation_contributions(forest, detector.as_row(x))
+    return isolation_reasons(forest, detector.as_row(x), detector.feature_names, top)
+
+
+def isolation_reasons(
+    forest: FlatForest, row: FloatArray, feature_names: tuple[str, ...], top: int = 3
+) -> list[IsolationReason]:
+    """``explain_isolation`` against a given forest (e.g. the one a row was scored with)."""
+    total, high = isolation_contributions(forest, row.reshape(1, -1))
     low = total[0] - high[0]
     reasons = [
         IsolationReason(name, float(total[0, j]), "high" if high[0, j] >= low[j] else "low")
-        for j, name in enumerate(detector.feature_names)
+        for j, name in enumerate(feature_names)
         if total[0, j] > 0.0
     ]
     reasons.sort(key=lambda r: (-r.contribution, r.feature))

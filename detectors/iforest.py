@@ -538,6 +538,13 @@ class WindowedRefit:
             self._window[: len(segment) - first] = segment[first:]
         self.n_seen = end
 
+    def rows_until_model_change(self) -> int | None:
+        """Rows to learn before the forest may change (a scheduled refit or drift check);
+        None if nothing is scheduled. Callers cut batches there to know which forest
+        scored which row."""
+        events = [e for e in (self._next_fit, self._next_check) if e is not None]
+        return min(events) - self.n_seen if events else None
+
     def _refit(self) -> None:
         filled = min(self.n_seen, self.window_size)
         self._fit(self._window[:filled])

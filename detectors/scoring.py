@@ -14,16 +14,18 @@ thresholds and explanations event by event.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from detectors.explain import DeviationExplainer, Reason
+from detectors.explain_forest import isolation_reasons
 from detectors.explain_hst import PathExplainer
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
 from detectors.hst import HalfSpaceTrees
+from detectors.iforest import FlatForest, IsolationForestASD
 from detectors.protect import Protected
 from detectors.protocol import Detector
 from detectors.river_hst import RiverHalfSpaceTrees
@@ -130,30 +132,42 @@ class _TypeModel:
         self.threshold = QuantileThreshold(config.quantile, config.warmup)
         self.explainer = DeviationExplainer(tuple(s.name for s in specs))
         self.paths = PathExplainer()
+        self.forest_in_force: FlatForest | None = None
 
     @property
     def _trees(self) -> HalfSpaceTrees | None:
         inner = self.detector.inner if isinstance(self.detector, Protected) else self.detector
         return inner if isinstance(inner, HalfSpaceTrees) else None
 
-    def chunks(self, n: int) -> list[tuple[int, int]]:
-        """Cut ``n`` rows where Half-Space Trees swap windows, so every row of a chunk is
-        explained with the reference mass it was scored against."""
-        trees = self._trees
-        if trees is None:
-            return [(0, n)] if n else []
-        cuts, start = [], 0
-        room = trees.window_size - trees.counter
+    @property
+    def _forest(self) -> IsolationForestASD | None:
+        inner = self.detector.inner if isinstance(self.detector, Protected) else self.detector
+        return inner if isinstance(inner, IsolationForestASD) else None
+
+    def chunks(self, n: int) -> Iterator[tuple[int, int]]:
+        """Cut ``n`` rows where the model changes (a Half-Space Trees window swap, a forest
+        refit), so every row is explained with the model that scored it. Lazy: each cut
+        is decided after the previous chunk was learned."""
+        start = 0
         while start < n:
-            stop = min(start + room, n)
-            cuts.append((start, stop))
-            start, room = stop, trees.window_size
-        return cuts
+            stop = start + max(1, min(self._rows_until_change(n - start), n - start))
+            yield start, stop
+            start = stop
+
+    def _rows_until_change(self, remaining: int) -> int:
+        trees, forest = self._trees, self._forest
+        if trees is not None:
+            return trees.window_size - trees.counter
+        if forest is not None:
+            return forest.rows_until_model_change() or remaining
+        return remaining
 
     def before_chunk(self) -> None:
-        trees = self._trees
+        trees, forest = self._trees, self._forest
         if trees is not None:
             self.paths.snapshot(trees)
+        if forest is not None:
+            self.forest_in_force = forest.forest
 
     def judge(
         self, event_type: str, raw: dict[str, float], row: list[float], score: float, top: int
@@ -176,6 +190,18 @@ class _TypeModel:
     def reasons(self, raw: Mapping[str, float], row: list[float], top: int) -> tuple[Reason, ...]:
         """Half-Space Trees: the splits along the event's low-mass path; other detectors:
         the features furthest from their running mean."""
+        baseline = self.explainer.baseline
+        if self.forest_in_force is not None and self._forest is not None:
+            found = isolation_reasons(
+                self.forest_in_force,
+                np.asarray(row, dtype=np.float64),
+                self._forest.feature_names,
+                top,
+            )
+            return tuple(
+                Reason(r.feature, raw[r.feature], baseline(r.feature), r.direction, r.contribution)
+                for r in found
+            )
         trees = self._trees
         if trees is None:
             return tuple(self.explainer.explain(raw, top))

@@ -78,8 +78,10 @@ def test_batches_score_exactly_like_single_events(engine):
     batched = EventScorer(config)
     cuts = [0, 1, 98, 400, 401, 1000, 1200]
     in_batches = [r for a, b in itertools.pairwise(cuts) for r in batched.score_batch(events[a:b])]
-    assert in_batches == one_by_one
-    assert any(isinstance(r, Scored) and r.is_anomaly for r in in_batches)
+    assert in_batches == one_by_one  # scores, thresholds and explanations alike
+    alerts = [r for r in in_batches if isinstance(r, Scored) and r.is_anomaly]
+    assert alerts
+    assert all(r.reasons for r in alerts)
 
 
 def test_a_broken_event_does_not_spoil_its_batch():

@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -58,6 +59,17 @@ def demo_cli(argv: Sequence[str]) -> int:
         if broker is not None:
             _say("[5/5] stopping Kafka")
             kafka_local.stop_handle(broker)
+
+
+def _examples(alerts: list[dict[str, Any]], labels: list[Label]) -> list[dict[str, Any]]:
+    """One caught alert per attack type, to show what on-call would read."""
+    attack_of = {label.event_id: label.attack for label in labels if label.attack}
+    shown: dict[str, dict[str, Any]] = {}
+    for alert in alerts:
+        attack = attack_of.get(alert["event_ids"][0])
+        if attack is not None and attack not in shown and alert["explanation"]:
+            shown[attack] = alert
+    return [shown[k] for k in sorted(shown)]
 
 
 def _demo(args: argparse.Namespace, bootstrap: str) -> int:
@@ -141,5 +153,14 @@ def _demo(args: argparse.Namespace, bootstrap: str) -> int:
         f" reasons: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})"
     )
     print(format_evaluation(result))
+    for alert in _examples(alerts, labels):
+        why = ", ".join(
+            f"{r['feature']} {r['direction']} ({r['value']:.3g} vs usual {r['baseline']:.3g})"
+            for r in alert["explanation"]
+        )
+        print(
+            f"example: {alert['event_type']} by {alert['entity']['type']} {alert['entity']['id']}"
+            f" score {alert['score']:.3f} > {alert['threshold']:.3f}: {why}"
+        )
     print(f"service log       {log_path}")
     return 0

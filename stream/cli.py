@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": "run the detector service",
         "demo": "local Kafka, traffic, the service, and a summary of what it found",
         "replay": "a bounded range of a topic through the same pipeline, to a file or topic",
+        "review": "list open alerts, record a verdict, or simulate a reviewer",
         "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in commands:
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.replay import replay_cli
 
         return replay_cli(rest)
+    if command == "review":
+        from stream.review import review_cli
+
+        return review_cli(rest)
     if command == "bench":
         from stream.bench import bench_cli
 

@@ -6,7 +6,6 @@ Nothing here reads files or prints; ``stream.bench_quality`` does the I/O.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -14,6 +13,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from detectors.ensemble import CausalRank
 from detectors.protocol import Detector, FloatArray
 
 Order = Literal["original", "shuffled"]
@@ -132,19 +132,11 @@ def causal_rank(scores: npt.ArrayLike, window: int = 2048) -> FloatArray:
     >>> causal_rank([1.0, 3.0, 2.0, 2.0, 0.0], window=3).tolist()
     [0.5, 1.0, 0.5, 0.5, 0.0]
     """
-    values = np.asarray(scores, dtype=np.float64)
-    out = np.empty(len(values), dtype=np.float64)
-    past: list[float] = []
-    for i, value in enumerate(values.tolist()):
-        if past:
-            below = bisect.bisect_left(past, value)
-            ties = bisect.bisect_right(past, value) - below
-            out[i] = (below + 0.5 * ties) / len(past)
-        else:
-            out[i] = 0.5
-        bisect.insort(past, value)
-        if len(past) > window:
-            del past[bisect.bisect_left(past, values[i - window])]
+    ranks = CausalRank(window)
+    out = np.empty(np.size(scores), dtype=np.float64)
+    for i, value in enumerate(np.asarray(scores, dtype=np.float64).tolist()):
+        out[i] = ranks.rank(value)
+        ranks.push(value)
     return out
 
 

@@ -17,8 +17,9 @@ import numpy as np
 from detectors.protocol import Detector, Features, FloatArray
 
 
-class _CausalRank:
-    """Rank of a value among the last ``window`` values seen (ties count half)."""
+class CausalRank:
+    """Rank of a value among the last ``window`` values seen (ties count half; 0.5 when
+    nothing was seen yet): a streaming normalisation that only looks back."""
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -67,7 +68,7 @@ class RankEnsemble:
         self.members = list(members)
         self.feature_names = members[0].feature_names
         self.name = "ensemble(" + ",".join(m.name for m in members) + ")"
-        self._ranks = [_CausalRank(window) for _ in members]
+        self._ranks = [CausalRank(window) for _ in members]
 
     def score_one(self, x: Features) -> float:
         ranks = [r.rank(m.score_one(x)) for m, r in zip(self.members, self._ranks, strict=True)]

@@ -23,11 +23,16 @@ class SourceCoordinates:
     offset: int
 
 
+def stable_id(prefix: str, *parts: str) -> str:
+    """``prefix-`` and 32 hex digits of blake2b over the parts joined by U+001F (a byte no
+    id contains, so ("ab", "c") and ("a", "bc") differ): the contracts' id scheme."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16)
+    return f"{prefix}-{digest.hexdigest()}"
+
+
 def alert_id(detector: str, kind: str, event_ids: Sequence[str]) -> str:
     """Stable id: the same detector, kind and events always give the same id."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update("\x1f".join((detector, kind, *event_ids)).encode())
-    return "al-" + digest.hexdigest()
+    return stable_id("al", detector, kind, *event_ids)
 
 
 def event_alert(

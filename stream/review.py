@@ -8,7 +8,6 @@ generator's ground truth, for evaluating thresholds without a human.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import orjson
 from confluent_kafka import Producer
 
 from schemas.validation import validate_label
+from stream.alerts import stable_id
 from stream.kafka_io import DeliveryTracker, flush_or_raise
 from stream.topic_reader import read_topic
 
@@ -27,9 +27,7 @@ VERDICTS = ("true_positive", "false_positive", "unsure")
 
 def label_id(alert_id: str, reviewer: str, labeled_at: str) -> str:
     """Stable: the same reviewer labelling the same alert at the same time, the same id."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update("\x1f".join((alert_id, reviewer, labeled_at)).encode())
-    return "lb-" + digest.hexdigest()
+    return stable_id("lb", alert_id, reviewer, labeled_at)
 
 
 def make_label(

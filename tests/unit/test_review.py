@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import orjson
 import pytest
 
+import schemas
 from detectors.explain import Reason
 from detectors.scoring import Scored
 from stream.alerts import SourceCoordinates, event_alert
@@ -40,3 +44,10 @@ def test_truth_verdicts():
     assert truth_verdict(alert, {event_id: "card_testing"}) == "true_positive"
     assert truth_verdict(alert, {event_id: None}) == "false_positive"
     assert truth_verdict(alert, {}) == "unsure"
+
+
+def test_label_id_follows_the_documented_recipe():
+    example = orjson.loads((Path(schemas.__file__).parent / "examples" / "label.json").read_bytes())
+    assert example["label_id"] == label_id(
+        example["alert_id"], example["reviewer"], example["labeled_at"]
+    )

@@ -23,11 +23,12 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from detectors.evaluation import Label, evaluate, format_evaluation
+from detectors.evaluation import evaluate, format_evaluation
 from stream.logs import configure_logging
 from stream.service import Service
 from stream.settings import ConfigError, load_settings
 from stream.topic_reader import read_topic
+from stream.traffic.sinks import read_labels
 
 
 class ReplayError(ValueError):
@@ -199,14 +200,6 @@ class FileSink:
         return 0
 
 
-def _read_labels(path: Path) -> list[Label]:
-    with path.open("rb") as lines:
-        return [
-            Label(row["event_id"], row.get("attack"), row.get("attack_id"))
-            for row in map(orjson.loads, lines)
-        ]
-
-
 def replay_cli(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="vigil replay", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
@@ -285,7 +278,7 @@ def replay_cli(argv: Sequence[str]) -> int:
     for day, count in sorted(per_day.items()):
         print(f"  {day}  {count:,}")
     if args.labels is not None and sink is not None:
-        print(format_evaluation(evaluate(alerts, _read_labels(args.labels))))
+        print(format_evaluation(evaluate(alerts, read_labels(args.labels))))
     if args.compare_with is not None and sink is not None:
         live = [
             orjson.loads(r.value or b"")

@@ -21,6 +21,7 @@ from schemas.validation import validate_label
 from stream.alerts import stable_id
 from stream.kafka_io import DeliveryTracker, flush_or_raise
 from stream.topic_reader import read_topic
+from stream.traffic.sinks import read_labels
 
 VERDICTS = ("true_positive", "false_positive", "unsure")
 
@@ -121,13 +122,8 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_truth(path: Path) -> dict[str, str | None]:
-    with path.open("rb") as lines:
-        return {row["event_id"]: row.get("attack") for row in map(orjson.loads, lines)}
-
-
 def _simulate(args: argparse.Namespace) -> int:
-    attack_of = _read_truth(args.truth)
+    attack_of = {label.event_id: label.attack for label in read_labels(args.truth)}
     done = _labelled(args.bootstrap, args.labels_topic)
     labels: list[dict[str, Any]] = []
     for alert in _alerts(args.bootstrap, args.alerts_topic):

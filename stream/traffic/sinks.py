@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
+import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from detectors.evaluation import Label
 from stream.traffic.records import GeneratedRecord, label_line
 
 # The broker's default max.message.bytes is ~1 MB; oversized test records stay at 70-200 KiB.
@@ -36,6 +38,15 @@ def write_labels(records: Iterable[GeneratedRecord], path: str | Path) -> int:
     """One label line per record (see ``label_line``); the count written."""
     with Path(path).open("wb") as out:
         return sum(1 for _ in tee_labels(records, out))
+
+
+def read_labels(path: str | Path) -> list[Label]:
+    """The labels file that ``write_labels`` wrote, for evaluation and simulated review."""
+    with Path(path).open("rb") as lines:
+        return [
+            Label(row["event_id"], row.get("attack"), row.get("attack_id"))
+            for row in map(orjson.loads, lines)
+        ]
 
 
 def tee_labels(records: Iterable[GeneratedRecord], out: IO[bytes]) -> Iterator[GeneratedRecord]:

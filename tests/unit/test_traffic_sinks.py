@@ -9,12 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
+from detectors.evaluation import Label
 from stream.traffic import TrafficConfig, generate, label_line
 from stream.traffic.cli import generate_cli
 from stream.traffic.sinks import (
     PRODUCER_MAX_MESSAGE_BYTES,
     produce_with,
     producer_config,
+    read_labels,
     write_file,
     write_labels,
 )
@@ -38,6 +40,7 @@ def test_write_labels(tmp_path: Path):
     path = tmp_path / "labels.jsonl"
     assert write_labels(records, path) == len(records)
     assert path.read_bytes().splitlines() == [label_line(r) for r in records]
+    assert read_labels(path) == [Label(r.event_id, r.attack, r.attack_id) for r in records]
 
 
 class FakeProducer:

@@ -12,164 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from detectors.evaluation import evaluate, format_evaluation
 from stream.logs import configure_logging
 from stream.service import Service
 from stream.settings import ConfigError, load_settings
-from stream.topic_reader import read_topic
+from stream.topic_reader import BoundedSource, ReplayError, parse_bound, read_topic
 from stream.traffic.sinks import read_labels
-
-
-class ReplayError(ValueError):
-    """A replay range or option is invalid; the message says which."""
-
-
-def parse_bound(text: str) -> int | dict[int, int]:
-    """``2026-11-02T10:00:00Z`` (event time, ms) or ``0:100,1:250`` (offsets per partition)."""
-    if ":" in text and "T" not in text:
-        try:
-            pairs = (item.split(":") for item in text.split(","))
-            return {int(p): int(o) for p, o in pairs}
-        except ValueError as exc:
-            raise ReplayError(f"bad offsets {text!r}: expected PARTITION:OFFSET,...") from exc
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)
-    except ValueError as exc:
-        raise ReplayError(
-            f"bad time {text!r}: expected RFC 3339, e.g. 2026-11-02T10:00:00Z"
-        ) from exc
-
-
-def _offsets_at(
-    consumer: Consumer, topic: str, partitions: list[int], bound: Any
-) -> dict[int, int]:
-    if isinstance(bound, dict):
-        return {p: bound.get(p, 0) for p in partitions}
-    wanted = [TopicPartition(topic, p, bound) for p in partitions]
-    found = consumer.offsets_for_times(wanted, timeout=10)
-    result = {}
-    for tp in found:
-        if tp.offset is None or tp.offset < 0:  # no record at or after the time: the end
-            result[tp.partition] = consumer.get_watermark_offsets(tp, timeout=10)[1]
-        else:
-            result[tp.partition] = tp.offset
-    return result
-
-
-@dataclass
-class BoundedSource:
-    """Reads [start, end) of each partition, fixed when the replay starts; commits nothing."""
-
-    bootstrap: str
-    topic: str
-    start: int | dict[int, int] | None = None
-    end: int | dict[int, int] | None = None
-    exhausted: bool = False
-    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
-    _consumer: Consumer | None = None
-
-    def subscribe(self, topics: list[str], **kwargs: Any) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                # A throwaway group: replay must not touch the live group's offsets.
-                "group.id": f"vigil-replay-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        self._consumer = consumer
-        meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if meta is None or meta.error is not None:
-            raise ReplayError(f"topic {self.topic!r} not found")
-        partitions = sorted(meta.partitions)
-        highs = {
-            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            for p in partitions
-        }
-        starts = (
-            {p: low for p, (low, _) in highs.items()}
-            if self.start is None
-            else _offsets_at(consumer, self.topic, partitions, self.start)
-        )
-        ends = (
-            {p: high for p, (_, high) in highs.items()}
-            if self.end is None
-            else _offsets_at(consumer, self.topic, partitions, self.end)
-        )
-        self.ranges = {p: (starts[p], min(ends[p], highs[p][1])) for p in partitions}
-        todo = [TopicPartition(self.topic, p, a) for p, (a, b) in self.ranges.items() if a < b]
-        self._pending = {tp.partition for tp in todo}
-        self.exhausted = not todo
-        consumer.assign(todo)
-        on_assign: Callable[..., None] | None = kwargs.get("on_assign")
-        if on_assign is not None:
-            on_assign(consumer, todo)
-
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
-        assert self._consumer is not None
-        kept: list[Message] = []
-        for msg in self._consumer.consume(num_messages, timeout):
-            error = msg.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            if partition is None or offset is None or error is not None:
-                kept.append(msg)
-                continue
-            end = self.ranges[partition][1]
-            if offset < end:
-                kept.append(msg)
-            if offset >= end - 1:
-                self._finish(partition)
-        if not kept and self._pending:
-            # Transaction markers occupy offsets: a position at the end also finishes.
-            positions = self._consumer.position(
-                [TopicPartition(self.topic, p) for p in sorted(self._pending)]
-            )
-            for tp in positions:
-                if tp.offset is not None and tp.offset >= self.ranges[tp.partition][1]:
-                    self._finish(tp.partition)
-        return kept
-
-    def _finish(self, partition: int) -> None:
-        if partition in self._pending:
-            self._pending.discard(partition)
-            assert self._consumer is not None
-            self._consumer.incremental_unassign([TopicPartition(self.topic, partition)])
-        self.exhausted = not self._pending
-
-    def commit(self, **kwargs: Any) -> list[TopicPartition]:
-        return []  # a replay leaves no trace in any group
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(self.topic, p) for p in sorted(self._pending)]
-
-    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        assert self._consumer is not None
-        return self._consumer.position(partitions)
-
-    def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> Any:
-        assert self._consumer is not None
-        return self._consumer.get_watermark_offsets(partition, **kwargs)
-
-    def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any:
-        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
 
 
 @dataclass

@@ -1,15 +1,20 @@
-"""Read a topic from the beginning to its end offsets as they are now (a bounded read).
+"""Bounded reads of a topic: a fixed offset range per partition, fixed when the read
+starts, in a throwaway consumer group that commits nothing.
 
-Used by the demo's summary and by integration tests to look at what the service wrote,
-from the outside, without joining any consumer group.
+``BoundedSource`` feeds the service for a replay; ``read_topic`` is the same read collected
+into a list, for the demo's summary and for tests that look at what the service wrote.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stream.kafka_io import Record
 
@@ -27,41 +32,160 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int
         consumer.close()
 
 
-def read_topic(
-    bootstrap: str, topic: str, *, timeout_s: float = 60.0, isolation: str = "read_committed"
-) -> list[Record]:
-    """Every record now in ``topic``, in partition then offset order."""
-    ends = end_offsets(bootstrap, topic)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"vigil-reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
-    records: list[Record] = []
+class ReplayError(ValueError):
+    """A replay range or option is invalid; the message says which."""
+
+
+def parse_bound(text: str) -> int | dict[int, int]:
+    """``2026-11-02T10:00:00Z`` (event time, ms) or ``0:100,1:250`` (offsets per partition)."""
+    if ":" in text and "T" not in text:
+        try:
+            pairs = (item.split(":") for item in text.split(","))
+            return {int(p): int(o) for p, o in pairs}
+        except ValueError as exc:
+            raise ReplayError(f"bad offsets {text!r}: expected PARTITION:OFFSET,...") from exc
     try:
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        deadline = time.monotonic() + timeout_s
-        while pending:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise ReplayError(
+            f"bad time {text!r}: expected RFC 3339, e.g. 2026-11-02T10:00:00Z"
+        ) from exc
+
+
+def _offsets_at(
+    consumer: Consumer, topic: str, partitions: list[int], bound: Any
+) -> dict[int, int]:
+    if isinstance(bound, dict):
+        return {p: bound.get(p, 0) for p in partitions}
+    wanted = [TopicPartition(topic, p, bound) for p in partitions]
+    found = consumer.offsets_for_times(wanted, timeout=10)
+    result = {}
+    for tp in found:
+        if tp.offset is None or tp.offset < 0:  # no record at or after the time: the end
+            result[tp.partition] = consumer.get_watermark_offsets(tp, timeout=10)[1]
+        else:
+            result[tp.partition] = tp.offset
+    return result
+
+
+@dataclass
+class BoundedSource:
+    """Reads [start, end) of each partition, fixed when the replay starts; commits nothing."""
+
+    bootstrap: str
+    topic: str
+    start: int | dict[int, int] | None = None
+    end: int | dict[int, int] | None = None
+    exhausted: bool = False
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _consumer: Consumer | None = None
+
+    def subscribe(self, topics: list[str], **kwargs: Any) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                # A throwaway group: replay must not touch the live group's offsets.
+                "group.id": f"vigil-replay-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        self._consumer = consumer
+        meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if meta is None or meta.error is not None:
+            raise ReplayError(f"topic {self.topic!r} not found")
+        partitions = sorted(meta.partitions)
+        highs = {
+            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            for p in partitions
+        }
+        starts = (
+            {p: low for p, (low, _) in highs.items()}
+            if self.start is None
+            else _offsets_at(consumer, self.topic, partitions, self.start)
+        )
+        ends = (
+            {p: high for p, (_, high) in highs.items()}
+            if self.end is None
+            else _offsets_at(consumer, self.topic, partitions, self.end)
+        )
+        self.ranges = {p: (starts[p], min(ends[p], highs[p][1])) for p in partitions}
+        todo = [TopicPartition(self.topic, p, a) for p, (a, b) in self.ranges.items() if a < b]
+        self._pending = {tp.partition for tp in todo}
+        self.exhausted = not todo
+        consumer.assign(todo)
+        on_assign: Callable[..., None] | None = kwargs.get("on_assign")
+        if on_assign is not None:
+            on_assign(consumer, todo)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        assert self._consumer is not None
+        kept: list[Message] = []
+        for msg in self._consumer.consume(num_messages, timeout):
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition is None or offset is None or error is not None:
+                kept.append(msg)
+                continue
+            end = self.ranges[partition][1]
+            if offset < end:
+                kept.append(msg)
+            if offset >= end - 1:
+                self._finish(partition)
+        if not kept and self._pending:
+            # Transaction markers occupy offsets: a position at the end also finishes.
+            positions = self._consumer.position(
+                [TopicPartition(self.topic, p) for p in sorted(self._pending)]
+            )
+            for tp in positions:
+                if tp.offset is not None and tp.offset >= self.ranges[tp.partition][1]:
+                    self._finish(tp.partition)
+        return kept
+
+    def _finish(self, partition: int) -> None:
+        if partition in self._pending:
+            self._pending.discard(partition)
+            assert self._consumer is not None
+            self._consumer.incremental_unassign([TopicPartition(self.topic, partition)])
+        self.exhausted = not self._pending
+
+    def commit(self, **kwargs: Any) -> list[TopicPartition]:
+        return []  # a replay leaves no trace in any group
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in sorted(self._pending)]
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        assert self._consumer is not None
+        return self._consumer.position(partitions)
+
+    def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> Any:
+        assert self._consumer is not None
+        return self._consumer.get_watermark_offsets(partition, **kwargs)
+
+    def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any:
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+
+def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[Record]:
+    """Every committed record now in ``topic``, in partition then offset order."""
+    source = BoundedSource(bootstrap, topic)
+    source.subscribe([topic])
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not source.exhausted:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic}: partitions {sorted(pending)} not finished")
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is not None:
-                    continue
-                record = Record.of(msg)
-                records.append(record)
-                if record.offset + 1 >= ends[record.partition]:
-                    pending.discard(record.partition)
-            # Transaction markers take offsets too: a partition whose position reached the
-            # end without a record at end - 1 is also finished.
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset is not None and tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
+                raise TimeoutError(f"reading {topic}: not at its end after {timeout_s}s")
+            records.extend(Record.of(m) for m in source.consume(1000, 0.5) if m.error() is None)
     finally:
-        consumer.close()
+        source.close()
     records.sort(key=lambda r: (r.partition, r.offset))
     return records
 

@@ -248,7 +248,7 @@ class EventScorer:
     def score_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Unscorable]:
         """Score ``events`` in order; identical to scoring them one by one."""
         results: list[Scored | Unscorable | None] = [None] * len(events)
-        raws: list[dict[str, float]] = []
+        raw_of: dict[int, dict[str, float]] = {}
         rows_by_type: dict[str, list[list[float]]] = {}
         index_by_type: dict[str, list[int]] = {}
         for i, event in enumerate(events):
@@ -261,8 +261,7 @@ class EventScorer:
                 continue
             rows_by_type.setdefault(event_type, []).append(row)
             index_by_type.setdefault(event_type, []).append(i)
-            raws.append(features)
-        raw_of = dict(zip((i for i, r in enumerate(results) if r is None), raws, strict=True))
+            raw_of[i] = features
 
         # Types never share state, so each type's events can run on their own, in order.
         for event_type, rows in rows_by_type.items():

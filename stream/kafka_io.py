@@ -64,6 +64,8 @@ def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.partition.eof": False,
         "session.timeout.ms": settings.session_timeout_ms,
+        # Alerts and state written in transactions are read only once committed.
+        "isolation.level": "read_committed",
     }
     if settings.group_instance_id is not None:
         config["group.instance.id"] = settings.group_instance_id
@@ -71,7 +73,7 @@ def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: ServiceSettings) -> dict[str, Any]:
+def producer_config(settings: ServiceSettings, *, transactional: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {
         "enable.idempotence": True,
         "acks": "all",
@@ -80,6 +82,9 @@ def producer_config(settings: ServiceSettings) -> dict[str, Any]:
         # A dead letter carries the raw record, which may be larger than a good event.
         "message.max.bytes": 2_000_000,
     }
+    if transactional:
+        config["transactional.id"] = settings.transactional_id_value
+        config["transaction.timeout.ms"] = settings.transaction_timeout_ms
     config.update(settings.kafka_common())
     return config
 

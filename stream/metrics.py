@@ -33,6 +33,16 @@ class ServiceMetrics:
             "vigil_batch_seconds", "Time to process, deliver and commit a batch", registry=r
         )
         self.assigned = Gauge("vigil_assigned_partitions", "Partitions assigned", registry=r)
+        self.restore_seconds = Histogram(
+            "vigil_state_restore_seconds",
+            "From assignment to a partition's state restored and caught up",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
+            registry=r,
+        )
+        self.snapshots = Counter("vigil_state_snapshots", "State snapshots written", registry=r)
+        self.state_bytes = Gauge(
+            "vigil_state_bytes", "Compressed size of the last snapshot", ["partition"], registry=r
+        )
         self._event_counters: dict[str, Counter] = {}
 
     def count_event(self, event_type: str) -> None:

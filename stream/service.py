@@ -23,19 +23,20 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
+from stream.checkpoint import fingerprint
+from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
 from stream.faults import FaultInjector
 from stream.kafka_io import (
-    DeliveryTracker,
     Record,
     VigilKafkaError,
-    commit_or_raise,
     consumer_config,
-    flush_or_raise,
     next_offsets,
     producer_config,
 )
 from stream.metrics import Health, ServiceMetrics, serve
+from stream.partition_state import PartitionState, ReadPartition, resume
 from stream.settings import ServiceSettings
+from stream.state_store import ensure_state_topic, produce_state, read_state_partition
 
 log = structlog.get_logger("vigil.service")
 
@@ -52,6 +53,7 @@ class ConsumerLike(Protocol):
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
     def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> Any: ...
     def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any: ...
+    def seek(self, partition: TopicPartition) -> None: ...
 
 
 @dataclass
@@ -124,7 +126,11 @@ def dead_letter_headers(
 
 
 class Service:
-    """One consumer in the group; run() returns when stopped or idle."""
+    """One consumer in the group; run() returns when stopped or idle.
+
+    With clients injected (replays, unit tests) no state is kept and delivery is
+    at-least-once unless ``delivery`` and ``read_state`` say otherwise.
+    """
 
     def __init__(
         self,
@@ -136,27 +142,36 @@ class Service:
         metrics: ServiceMetrics | None = None,
         faults: FaultInjector | None = None,
         on_batch: Callable[[RunSummary], None] | None = None,
+        delivery: Delivery | None = None,
+        read_state: ReadPartition | None = None,
     ) -> None:
         # No network here: clients are created lazily in run(), as quix-streams does.
         self.settings = settings
         self._consumer = consumer
         self._producer = producer
+        self._delivery = delivery
+        self._read_state = read_state
         self._scorer_factory = scorer_factory or PartitionScorers(scoring_config(settings))
+        self._fingerprint = fingerprint(scoring_config(settings))
         # One scorer per input partition: its state depends only on that partition's
         # records in offset order, so a replay of the partition reproduces it exactly,
         # whatever the interleaving of partitions in a poll.
-        self.scorers: dict[tuple[str, int], EventScorer] = {}
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.validator = EventValidator(max_bytes=settings.max_event_bytes)
         self.metrics = metrics or ServiceMetrics()
         self.health = Health()
         self.faults = faults or FaultInjector()
         self.on_batch = on_batch
         self.summary = RunSummary()
-        self.delivery = DeliveryTracker()
         self._stopping = False
         self.http_port: int | None = None
-        self._assigned: set[tuple[str | None, int | None]] = set()
         self._idle_since = time.monotonic()
+        self._live: Producer | None = None
+        self._out: Delivery | None = None
+
+    @property
+    def scorers(self) -> dict[tuple[str, int], EventScorer]:
+        return {key: state.scorer for key, state in self.partitions.items()}
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
@@ -173,11 +188,30 @@ class Service:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def run(self) -> RunSummary:
+    def _clients(self) -> tuple[ConsumerLike, Producer, Delivery]:
         settings = self.settings
+        exactly_once = settings.guarantee == "exactly-once"
+        if self._consumer is None:
+            ensure_state_topic(settings)
+            if self._read_state is None:
+                self._read_state = self._read_state_partition
         # confluent-kafka's overloaded stubs do not match a Protocol structurally.
         consumer = self._consumer or cast(ConsumerLike, Consumer(consumer_config(settings)))
-        producer = self._producer or Producer(producer_config(settings))
+        producer = self._producer or Producer(producer_config(settings, transactional=exactly_once))
+        delivery = self._delivery
+        if delivery is None:
+            kind = ExactlyOnce if exactly_once and self._producer is None else AtLeastOnce
+            delivery = kind(producer, settings.flush_timeout_s)
+        return consumer, producer, delivery
+
+    def _read_state_partition(self, partition: int) -> Any:
+        return read_state_partition(self.settings, partition, self.settings.restore_timeout_s)
+
+    def run(self) -> RunSummary:
+        settings = self.settings
+        consumer, producer, delivery = self._clients()
+        self._live, self._out = producer, delivery
+        delivery.start()
         server = None
         if settings.metrics_port is not None:
             server, self.http_port = serve(
@@ -188,10 +222,15 @@ class Service:
             [settings.input_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._idle_since = time.monotonic()
-        log.info("service.started", input_topic=settings.input_topic, group=settings.group)
+        log.info(
+            "service.started",
+            input_topic=settings.input_topic,
+            group=settings.group,
+            guarantee=settings.guarantee,
+        )
         try:
             while not self._stopping:
                 self.health.beat()
@@ -205,13 +244,18 @@ class Service:
                         break
                     continue
                 self._idle_since = time.monotonic()
-                self._process_batch(consumer, producer, messages)
+                try:
+                    self._process_batch(consumer, producer, delivery, messages)
+                except TransactionAbortedError:
+                    self._rewind(consumer)
         finally:
             self.health.ready = False
             self.summary.finished = time.monotonic()
             try:
-                flush_or_raise(producer, self.delivery, settings.flush_timeout_s)
+                delivery.close()
             finally:
+                # With cooperative-sticky, close() revokes our partitions: _on_revoke
+                # snapshots them, so a clean restart has nothing to re-score.
                 consumer.close()
                 if server is not None:
                     server.shutdown()
@@ -234,7 +278,7 @@ class Service:
         limit = self.settings.exit_when_idle
         if limit is None:
             return False
-        if not self._assigned:
+        if not self.partitions:
             limit += self.settings.session_timeout_ms / 1000
         idle_s = time.monotonic() - self._idle_since
         if idle_s < limit:
@@ -271,29 +315,115 @@ class Service:
             return False
         return True
 
+    # -- partitions come and go ----------------------------------------------------------
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # cooperative-sticky: the callbacks carry only the partitions that changed.
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
-        self._assigned.update((p.topic, p.partition) for p in partitions)
-        self.metrics.assigned.set(len(self._assigned))
+        starts = self._restore(cast(ConsumerLike, consumer), partitions)
+        if self._read_state is not None:
+            # Resume where each snapshot left off; librdkafka then skips its own assign.
+            consumer.incremental_assign(starts)
+        self.metrics.assigned.set(len(self.partitions))
         self._idle_since = time.monotonic()
-        self.health.ready = not self._stopping
+        self._refresh_ready()
+
+    def _restore(
+        self, consumer: ConsumerLike, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Make each partition's state; returns where to start reading each one."""
+        if not partitions:
+            return []
+        committed: dict[tuple[str, int], int] = {}
+        if self._read_state is not None:
+            for tp in consumer.committed(partitions, timeout=self.settings.restore_timeout_s):
+                committed[(tp.topic, tp.partition)] = tp.offset if tp.offset is not None else -1
+        starts = []
+        for tp in partitions:
+            topic, partition = tp.topic or "", tp.partition or 0
+            low = 0
+            if self._read_state is not None:
+                low, _ = consumer.get_watermark_offsets(tp, timeout=self.settings.restore_timeout_s)
+            resumed = resume(
+                topic,
+                partition,
+                fresh=self._scorer_factory,
+                fingerprint=self._fingerprint,
+                read=self._read_state,
+                committed=committed.get((topic, partition), -1),
+                low_watermark=low,
+            )
+            state = resumed.state
+            self.partitions[(topic, partition)] = state
+            self._finish_restore_if_caught_up(state)
+            start = resumed.start_offset
+            starts.append(TopicPartition(topic, partition, start if start is not None else -1001))
+            log.info(
+                "state.resumed",
+                partition=partition,
+                snapshot_bytes=resumed.snapshot_bytes,
+                from_offset=start,
+                replay_until=state.replay_until,
+            )
+        return starts
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is committed before the next consume(), so nothing is pending here.
+        # Every batch is committed before the next consume(), so nothing is pending here;
+        # a last snapshot spares the partition's next owner the re-scoring.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
-        self._assigned.difference_update((p.topic, p.partition) for p in partitions)
-        for p in partitions:
-            # The partition's next owner starts its own state; ours would go stale.
-            self.scorers.pop((p.topic or "", p.partition or 0), None)
-        self.metrics.assigned.set(len(self._assigned))
+        keys = [(p.topic or "", p.partition or 0) for p in partitions]
+        try:
+            self._snapshot([self.partitions[k] for k in keys if k in self.partitions], consumer)
+        except Exception:  # a snapshot only saves time; the next owner can re-score
+            log.warning("state.snapshot_on_revoke_failed", exc_info=True)
+        self._forget(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may already own them; write nothing.
+        log.warning("partitions.lost", partitions=[p.partition for p in partitions])
+        self._forget([(p.topic or "", p.partition or 0) for p in partitions])
+
+    def _forget(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            self.partitions.pop(key, None)
+        self.metrics.assigned.set(len(self.partitions))
+        self._refresh_ready()
+
+    def _rewind(self, consumer: ConsumerLike) -> None:
+        """After an aborted transaction the in-memory state is ahead of what is durable:
+        restore every partition from its snapshot and read again from there."""
+        tps = [TopicPartition(t, p) for (t, p) in self.partitions]
+        log.warning("state.rewinding", partitions=[tp.partition for tp in tps])
+        for start in self._restore(consumer, tps):
+            if start.offset >= 0:
+                consumer.seek(start)
+        self._refresh_ready()
+
+    def _refresh_ready(self) -> None:
+        # Ready once assigned and every partition's state is restored and caught up.
+        restoring = any(s.restoring_since is not None for s in self.partitions.values())
+        self.health.ready = bool(self.partitions) and not restoring and not self._stopping
+
+    def _finish_restore_if_caught_up(self, state: PartitionState) -> None:
+        if state.restoring_since is not None and state.caught_up:
+            seconds = time.monotonic() - state.restoring_since
+            state.restoring_since = None
+            self.metrics.restore_seconds.observe(seconds)
+            log.info("state.restored", partition=state.partition, seconds=round(seconds, 3))
+
+    # -- one batch -----------------------------------------------------------------------
 
     def _process_batch(
-        self, consumer: ConsumerLike, producer: Producer, messages: list[Message]
+        self,
+        consumer: ConsumerLike,
+        producer: Producer,
+        delivery: Delivery,
+        messages: list[Message],
     ) -> None:
         started = time.monotonic()
         if self.summary.first_batch_at is None:
             self.summary.first_batch_at = started
+        delivery.begin()
         alerts_before = self.summary.alerts
         processed: list[Record] = []
         valid: list[tuple[Record, dict[str, Any]]] = []
@@ -306,36 +436,46 @@ class Service:
                     log.warning("consumer.error", error=error.str(), code=error.name())
                 continue
             record = Record.of(msg)
+            state = self._partition(record.topic, record.partition)
+            if state.seen(record.offset):
+                continue
+            state.advance(record.offset)
             processed.append(record)
             decoded = self.validator.decode(record.value)
             if isinstance(decoded, Invalid):
-                self._dead_letter(producer, record, decoded.reason, decoded.detail)
+                if not state.silent(record.offset):
+                    self._dead_letter(producer, record, decoded.reason, decoded.detail)
             else:
                 valid.append((record, decoded))
         by_partition: dict[tuple[str, int], list[tuple[Record, dict[str, Any]]]] = {}
         for item in valid:
             by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
-        scored: list[tuple[Record, dict[str, Any], Scored | Unscorable]] = []
         for key, items in by_partition.items():
-            results = self._scorer(key).score_batch([event for _, event in items])
-            scored.extend((r, e, s) for (r, e), s in zip(items, results, strict=True))
-        for record, event, result in scored:
-            if isinstance(result, Unscorable):
-                log.error("scoring.failed", partition=record.partition, offset=record.offset)
-                self._dead_letter(producer, record, PROCESSING_ERROR, result.detail)
-                continue
-            self.summary.events += 1
-            self.metrics.count_event(result.event_type)
-            if result.is_anomaly:
-                self._alert(producer, record, event, result)
-            producer.poll(0)
+            state = self.partitions[key]
+            results = state.scorer.score_batch([event for _, event in items])
+            for (record, event), result in zip(items, results, strict=True):
+                if not state.silent(record.offset):
+                    self._output(producer, record, event, result)
         batch_no = self.summary.batches + 1
         self.faults.reached("after_produce", batch_no)
-        flush_or_raise(producer, self.delivery, self.settings.flush_timeout_s)
+        due = [
+            s
+            for s in self.partitions.values()
+            if s.writer is not None and s.since_snapshot >= self.settings.checkpoint_every
+        ]
+        self._snapshot(due, consumer, within_batch=True)
         self.faults.reached("before_commit", batch_no)
-        offsets = next_offsets(processed)
-        commit_or_raise(consumer, offsets)
+        offsets = [
+            tp
+            for tp in next_offsets(processed)
+            # Never move a committed offset back: [S, C) was output before.
+            if tp.offset > self.partitions[(tp.topic or "", tp.partition or 0)].replay_until
+        ]
+        delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
+        for state in self.partitions.values():
+            self._finish_restore_if_caught_up(state)
+        self._refresh_ready()
         self.summary.batches = batch_no
         self.summary.last_commit_at = time.monotonic()
         self._update_lag(consumer)
@@ -350,24 +490,72 @@ class Service:
         if self.on_batch is not None:
             self.on_batch(self.summary)
 
-    def _scorer(self, key: tuple[str, int]) -> EventScorer:
-        scorer = self.scorers.get(key)
-        if scorer is None:
-            scorer = self.scorers[key] = self._scorer_factory(key[1])
-        return scorer
+    def _output(
+        self, producer: Producer, record: Record, event: dict[str, Any], result: Scored | Unscorable
+    ) -> None:
+        if isinstance(result, Unscorable):
+            log.error("scoring.failed", partition=record.partition, offset=record.offset)
+            self._dead_letter(producer, record, PROCESSING_ERROR, result.detail)
+            return
+        self.summary.events += 1
+        self.metrics.count_event(result.event_type)
+        if result.is_anomaly:
+            self._alert(producer, record, event, result)
+        producer.poll(0)
+
+    def _partition(self, topic: str, partition: int) -> PartitionState:
+        state = self.partitions.get((topic, partition))
+        if state is None:  # assigned without a callback: replays' bounded sources
+            state = PartitionState(topic, partition, self._scorer_factory(partition))
+            self.partitions[(topic, partition)] = state
+        return state
+
+    def _snapshot(
+        self, states: list[PartitionState], consumer: Any, *, within_batch: bool = False
+    ) -> None:
+        """Write snapshots of ``states``; inside a batch they join its transaction."""
+        states = [s for s in states if s.writer is not None and s.since_snapshot > 0]
+        if not states or self._live is None or self._out is None:
+            return
+        if not within_batch:
+            self._out.begin()
+        for state in states:
+            started = time.monotonic()
+            size, records = state.snapshot()
+            produce_state(
+                self._live,
+                self.settings.state_topic_name,
+                state.partition,
+                records,
+                self._out.tracker.callback,
+            )
+            for _ in records:
+                self._out.tracker.sent()
+            self.metrics.snapshots.inc()
+            self.metrics.state_bytes.labels(str(state.partition)).set(size)
+            log.info(
+                "state.snapshot",
+                partition=state.partition,
+                offset=state.next_offset,
+                bytes=size,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        if not within_batch:
+            self._out.commit(consumer, [])
 
     def _alert(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored
     ) -> None:
         source = SourceCoordinates(record.topic, record.partition, record.offset)
         alert = event_alert(event, scored, source)
+        assert self._out is not None
         producer.produce(
             self.settings.alerts_topic,
             key=alert["alert_id"].encode(),
             value=orjson.dumps(alert),
-            on_delivery=self.delivery.callback,
+            on_delivery=self._out.tracker.callback,
         )
-        self.delivery.sent()
+        self._out.tracker.sent()
         self.summary.alerts += 1
         self.metrics.alerts.labels(scored.event_type).inc()
         log.debug(
@@ -378,14 +566,15 @@ class Service:
         )
 
     def _dead_letter(self, producer: Producer, msg: Record, reason: str, detail: str) -> None:
+        assert self._out is not None
         producer.produce(
             self.settings.dlq_topic,
             key=msg.key,
             value=msg.value,
             headers=dead_letter_headers(msg, reason, detail),
-            on_delivery=self.delivery.callback,
+            on_delivery=self._out.tracker.callback,
         )
-        self.delivery.sent()
+        self._out.tracker.sent()
         self.summary.dead_letters += 1
         self.metrics.dead_letters.labels(reason).inc()
         log.info(

@@ -8,6 +8,7 @@ setting's name and where its value came from.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,22 @@ class ServiceSettings(BaseModel):
     group_instance_id: str | None = Field(
         default=None, min_length=1, description="static membership, for rolling restarts"
     )
+    # Delivery and state.
+    guarantee: Literal["exactly-once", "at-least-once"] = Field(
+        default="exactly-once",
+        description="exactly-once: alerts, state and offsets in one Kafka transaction",
+    )
+    state_topic: str | None = Field(
+        default=None, min_length=1, description="compacted topic of state snapshots"
+    )
+    checkpoint_every: int = Field(
+        default=50_000, ge=1, description="records per partition between state snapshots"
+    )
+    transactional_id: str | None = Field(
+        default=None, min_length=1, description="stable per instance: fences its zombie"
+    )
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
+    restore_timeout_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
     flush_timeout_s: float = Field(default=30.0, gt=0)
@@ -70,6 +87,23 @@ class ServiceSettings(BaseModel):
         if value.lower() not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return value.lower()
+
+    @property
+    def state_topic_name(self) -> str:
+        return self.state_topic or f"{self.group}.state"
+
+    @property
+    def transactional_id_value(self) -> str:
+        """A restarted instance must reuse its id so that the broker aborts at once what
+        its previous life left open (otherwise readers wait ``transaction_timeout_ms``).
+        Without static membership the host name stands in: a container restarted in its
+        pod keeps it. Two instances of one group on one host need distinct
+        ``group_instance_id`` values, or the second fences the first."""
+        if self.transactional_id is not None:
+            return self.transactional_id
+        if self.group_instance_id is not None:
+            return f"vigil-{self.group}-{self.group_instance_id}"
+        return f"vigil-{self.group}-{socket.gethostname()}"
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by the consumer and the producer."""

@@ -1,0 +1,135 @@
+"""The state topic: where each input partition's snapshots live (Kafka I/O only).
+
+A compacted topic with at least as many partitions as the input; input partition ``p``
+writes to and restores from state partition ``p``. Restoring reads that partition from
+the beginning to its end with ``read_committed``, so a snapshot in an aborted or still
+open transaction is never seen.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from stream.checkpoint import SnapshotAssembler, StateRecord
+from stream.kafka_io import VigilKafkaError
+from stream.settings import ConfigError, ServiceSettings
+
+log = structlog.get_logger("vigil.state")
+
+STATE_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    # Snapshots are the only copy of the state: never delete them by age.
+    "retention.ms": "-1",
+    "max.message.bytes": str(2 * 1024 * 1024),
+    # Roll segments often enough that compaction keeps the topic near two snapshots.
+    "segment.ms": str(15 * 60 * 1000),
+}
+
+
+def ensure_state_topic(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
+    """Create the state topic if missing (as many partitions as the input) and check it
+    has enough partitions; returns the input's partition count."""
+    from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin does not re-export it
+
+    admin = AdminClient(settings.kafka_common())
+    metadata = admin.list_topics(timeout=timeout_s)
+    source = metadata.topics.get(settings.input_topic)
+    if source is None or source.error is not None or not source.partitions:
+        raise ConfigError(
+            f"setting 'input_topic': topic {settings.input_topic!r} does not exist "
+            f"on {settings.bootstrap}"
+        )
+    wanted = len(source.partitions)
+    state = metadata.topics.get(settings.state_topic_name)
+    if state is None or state.error is not None:
+        future = admin.create_topics(
+            [
+                NewTopic(
+                    settings.state_topic_name,
+                    num_partitions=wanted,
+                    replication_factor=-1,  # the broker's default
+                    config=STATE_TOPIC_CONFIG,
+                )
+            ],
+            operation_timeout=timeout_s,
+        )[settings.state_topic_name]
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (
+                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+            ):
+                raise VigilKafkaError(f"cannot create state topic: {exc}") from exc
+        log.info("state.topic_created", topic=settings.state_topic_name, partitions=wanted)
+        return wanted
+    if len(state.partitions) < wanted:
+        raise ConfigError(
+            f"setting 'state_topic': {settings.state_topic_name!r} has "
+            f"{len(state.partitions)} partitions, the input has {wanted}"
+        )
+    return wanted
+
+
+def read_state_partition(
+    settings: ServiceSettings, partition: int, timeout_s: float
+) -> SnapshotAssembler:
+    """Every committed record of one state partition, from its beginning to its end now."""
+    found = SnapshotAssembler()
+    config: dict[str, Any] = {
+        "group.id": f"vigil-restore-{uuid.uuid4()}",  # assign() only: nothing is committed
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+    }
+    config.update(settings.kafka_common())
+    consumer = Consumer(config)
+    tp = TopicPartition(settings.state_topic_name, partition)
+    try:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        if high <= low:
+            return found
+        consumer.assign([TopicPartition(settings.state_topic_name, partition, low)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                error = msg.error()
+                if error is None:
+                    found.add(msg.key(), msg.value())
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    # read_committed: the end is the last stable offset, which is what we want.
+                    return found
+                else:
+                    raise VigilKafkaError(f"restore read failed: {error.str()}", error.name())
+        raise VigilKafkaError(
+            f"restore of {settings.state_topic_name}[{partition}] did not reach the end "
+            f"in {timeout_s:.0f}s"
+        )
+    finally:
+        consumer.close()
+
+
+def produce_state(
+    producer: Any, topic: str, partition: int, records: list[StateRecord], on_delivery: Any
+) -> int:
+    """Produce one snapshot's records to ``partition`` of the state topic; returns bytes."""
+    size = 0
+    for record in records:
+        producer.produce(
+            topic,
+            key=record.key,
+            value=record.value,
+            partition=partition,
+            on_delivery=on_delivery,
+        )
+        size += len(record.value or b"")
+        producer.poll(0)
+    return size

@@ -23,6 +23,10 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("warmup", int, "events per event type scored before any alert can fire"),
     ("seed", int, "seed of the detectors"),
     ("engine", str, "detector engine: hst (default), river-hst, iforest or ensemble"),
+    ("guarantee", str, "exactly-once (default: Kafka transactions) or at-least-once"),
+    ("state_topic", str, "compacted topic of state snapshots (default: <group>.state)"),
+    ("checkpoint_every", int, "records per partition between state snapshots"),
+    ("group_instance_id", str, "static group membership id (stable across restarts)"),
 )
 
 

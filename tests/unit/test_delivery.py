@@ -1,0 +1,94 @@
+"""Transactions: what commits, what aborts, and what is fatal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from stream.delivery import ExactlyOnce, TransactionAbortedError
+from stream.kafka_io import VigilKafkaError
+
+
+@dataclass
+class TransactionalProducer:
+    fail_commit: list[KafkaError] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.calls.append(f"offsets {[tp.offset for tp in offsets]}")
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.fail_commit:
+            self.calls.append("commit failed")
+            raise KafkaException(self.fail_commit.pop(0))
+        self.calls.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+
+
+class GroupConsumer:
+    def consumer_group_metadata(self) -> str:
+        return "metadata"
+
+
+def delivery(producer: TransactionalProducer) -> ExactlyOnce:
+    out = ExactlyOnce(producer, timeout_s=5.0)  # type: ignore[arg-type]
+    out.start()
+    return out
+
+
+def test_offsets_join_the_transaction_before_it_commits():
+    producer = TransactionalProducer()
+    out = delivery(producer)
+    out.begin()
+    out.commit(GroupConsumer(), [TopicPartition("t", 0, 42)])
+    assert producer.calls == ["init", "begin", "offsets [42]", "commit"]
+
+
+def test_begin_is_idempotent_within_a_batch_and_commit_without_begin_is_a_no_op():
+    producer = TransactionalProducer()
+    out = delivery(producer)
+    out.commit(GroupConsumer(), [])
+    out.begin()
+    out.begin()
+    out.commit(GroupConsumer(), [])
+    assert producer.calls == ["init", "begin", "commit"]
+
+
+def test_retriable_commit_errors_are_retried():
+    producer = TransactionalProducer([KafkaError(KafkaError._TIMED_OUT, retriable=True)])
+    out = delivery(producer)
+    out.begin()
+    out.commit(GroupConsumer(), [])
+    assert producer.calls[-2:] == ["commit failed", "commit"]
+
+
+def test_an_abortable_error_aborts_and_tells_the_caller_to_rewind():
+    producer = TransactionalProducer([KafkaError(KafkaError._STATE, txn_requires_abort=True)])
+    out = delivery(producer)
+    out.begin()
+    with pytest.raises(TransactionAbortedError):
+        out.commit(GroupConsumer(), [TopicPartition("t", 0, 1)])
+    assert producer.calls[-1] == "abort"
+    out.begin()  # the next batch opens a new transaction
+    assert producer.calls[-1] == "begin"
+
+
+def test_a_fenced_producer_is_fatal():
+    producer = TransactionalProducer([KafkaError(KafkaError._FENCED, fatal=True)])
+    out = delivery(producer)
+    out.begin()
+    with pytest.raises(VigilKafkaError) as raised:
+        out.commit(GroupConsumer(), [])
+    assert not isinstance(raised.value, TransactionAbortedError)
+    assert "abort" not in producer.calls

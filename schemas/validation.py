@@ -282,3 +282,12 @@ def _json_type_name(value: Any) -> str:
 @functools.cache
 def _label_validator() -> Validate:
     return compile_validator(LABEL_SCHEMA)
+
+
+def validate_thresholds(document: dict[str, Any]) -> None:
+    """Raise ValueError naming the offending path if `document` breaks thresholds.v1.json
+    (``vigil tune``'s output; written once per run, so compiled on each call)."""
+    try:
+        compile_validator("thresholds.v1.json")(document)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise ValueError(exc.message) from exc

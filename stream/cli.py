@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": "local Kafka, traffic, the service, and a summary of what it found",
         "replay": "a bounded range of a topic through the same pipeline, to a file or topic",
         "review": "list open alerts, record a verdict, or simulate a reviewer",
+        "tune": "precision-targeted thresholds from a replay's scores and labels",
         "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in commands:
@@ -91,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.review import review_cli
 
         return review_cli(rest)
+    if command == "tune":
+        from stream.tune import tune_cli
+
+        return tune_cli(rest)
     if command == "bench":
         from stream.bench import bench_cli
 

@@ -22,7 +22,8 @@ import orjson
 
 from detectors.evaluation import evaluate, format_evaluation
 from stream.logs import configure_logging
-from stream.service import Service
+from stream.score_tap import tapped
+from stream.service import PartitionScorers, Service, scoring_config
 from stream.settings import ConfigError, load_settings
 from stream.topic_reader import BoundedSource, ReplayError, parse_bound, read_topic
 from stream.traffic.sinks import read_labels
@@ -68,6 +69,12 @@ def replay_cli(argv: Sequence[str]) -> int:
     target.add_argument("--output-topic", help="alerts to this topic")
     parser.add_argument("--labels", type=Path, help="JSON lines {event_id, attack, attack_id}")
     parser.add_argument(
+        "--output-scores",
+        type=Path,
+        metavar="FILE",
+        help="every scored event (id, type, cohort, detector, score) as JSON lines, for vigil tune",
+    )
+    parser.add_argument(
         "--compare-with",
         metavar="ALERTS_TOPIC",
         help="the live service's alerts topic: list every alert that differs (exit 1 if any)",
@@ -99,6 +106,8 @@ def replay_cli(argv: Sequence[str]) -> int:
     out = args.output.open("wb") if args.output else None
     if out is not None:
         sink = FileSink(settings.alerts_topic, out)
+    scores_out = args.output_scores.open("wb") if args.output_scores else None
+    scorers = PartitionScorers(scoring_config(settings))
     last = [time.monotonic()]
 
     def progress(summary: Any) -> None:
@@ -119,12 +128,15 @@ def replay_cli(argv: Sequence[str]) -> int:
             settings,
             consumer=source,
             producer=sink,  # type: ignore[arg-type]
+            scorer_factory=tapped(scorers, scores_out) if scores_out else scorers,
             on_batch=progress,
         )
         summary = service.run()
     finally:
         if out is not None:
             out.close()
+        if scores_out is not None:
+            scores_out.close()
     print(file=sys.stderr)
     alerts = sink.alerts if sink is not None else []
     per_day = Counter(a["occurred_at"][:10] for a in alerts)

@@ -146,6 +146,9 @@ class Observation:
     """What the finder needs of one scored event.
 
     ``reasons`` are the (feature, direction) pairs that explained the score, if any.
+    ``weight`` is how many events a normal observation stands for (``1 / rate`` when
+    normal events are sampled at ``rate``, see stream/observations.py); an anomalous
+    observation always counts as one event.
     """
 
     t: float
@@ -156,6 +159,7 @@ class Observation:
     source: Source
     score: float = 0.0
     reasons: Sequence[tuple[str, str]] = ()
+    weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,9 +420,10 @@ class PatternFinder:
             counts[3] *= long
             counts[4] = obs.t
         anomalous = 1.0 if obs.is_anomalous else 0.0
-        counts[0] += 1.0
+        events = 1.0 if obs.is_anomalous else obs.weight
+        counts[0] += events
         counts[1] += anomalous
-        counts[2] += 1.0
+        counts[2] += events
         counts[3] += anomalous
         return counts
 

@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": "local Kafka, traffic, the service, and a summary of what it found",
         "replay": "a bounded range of a topic through the same pipeline, to a file or topic",
         "review": "list open alerts, record a verdict, or simulate a reviewer",
+        "patterns": "pattern alerts from the observations topic (the keyed second stage)",
         "tune": "precision-targeted thresholds from a replay's scores and labels",
         "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.tune import tune_cli
 
         return tune_cli(rest)
+    if command == "patterns":
+        from stream.patterns_stage import patterns_cli
+
+        return patterns_cli(rest)
     if command == "bench":
         from stream.bench import bench_cli
 

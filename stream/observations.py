@@ -1,0 +1,263 @@
+"""Stage 1 -> stage 2 of pattern alerts: scored events as observations keyed by pattern key.
+
+The scoring service keeps its state per input partition (records are keyed by user), so
+the events that share an attribute (a /24, a device, a shop) are spread over partitions and
+consumers. To find patterns correctly anyway, every scored event becomes one record per
+pattern key (``PatternFinder.keys`` of its grouping attributes) on an observations topic,
+**keyed by that pattern key**: the partitioner puts every observation of a key on one
+partition, so one ``vigil patterns`` consumer sees all of them and the finder's updates
+for the key are those of a single finder (see the independence paragraph of
+detectors/patterns.py). This module is pure: records in, records out.
+
+Record key: the key's members joined by U+001F (``ip24:10.0.0`` or
+``cohort:new_account\\x1fip24:10.0.0``), UTF-8. The key is the authority for the members;
+the value does not repeat them.
+
+Record value (orjson), ``v`` = 1:
+
+* anomalous event (``a`` true): ``t`` (event time, epoch seconds), ``id`` (event id),
+  ``type`` (event type), ``user``, ``score``, ``reasons`` (``[[feature, direction], ...]``,
+  most important first), ``src`` (``[topic, partition, offset]`` of the event);
+* normal event (``a`` false): ``t`` and ``w``, the number of events it stands for.
+
+Volume. An event has 3 to 7 attributes and, for a new account, as many pairs with the
+new-account cohort, so one record per key and event would multiply the input by about 5
+to 10. Anomalous events (0.5% at the default alert budget) are always sent, each with
+what its pattern alert shows. Normal events only feed the keys' event counts, so they are
+*sampled*, deterministically: an event is kept when the hash of its id falls below
+``normal_rate`` (the same decision for all its keys, in any process, on any replay) and then
+counts ``1 / normal_rate`` events (``Observation.weight``), an unbiased (Horvitz-Thompson)
+estimate of the count. At the default rate of 1/8, output is about 1.2 records per input
+event, of about 40 bytes for a normal one. Sampling adds noise only where counts are
+small, where a pattern also needs ``min_support`` anomalous events from ``min_users`` users
+and a Poisson test against a baseline floored at the base rate; a stateless function
+cannot aggregate without a wall clock or a flush point, which is why it samples rather
+than pre-aggregates. ``normal_rate=1.0`` sends every event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from detectors.attributes import attributes
+from detectors.features.extractor import HOUR, event_time_s
+from detectors.patterns import Key, Observation, PatternConfig, pattern_keys
+from detectors.scoring import Scored
+from stream.alerts import SourceCoordinates
+
+OBSERVATION_VERSION: Final = 1
+KEY_SEPARATOR: Final = "\x1f"
+# Share of normal events sent (see the module docstring).
+DEFAULT_NORMAL_RATE: Final = 0.125
+# Every reason an anomalous event has (the scorer's explain_top, 3 by default), capped.
+MAX_REASONS: Final = 8
+_DEFAULT_CONFIG: Final = PatternConfig()
+
+
+def routing_key(members: Key) -> bytes:
+    """The Kafka key of a pattern key's observations.
+
+    >>> routing_key(("cohort:new_account", "ip24:10.0.0"))
+    b'cohort:new_account\\x1fip24:10.0.0'
+    """
+    return KEY_SEPARATOR.join(members).encode()
+
+
+def sampled(event_id: str, rate: float) -> bool:
+    """Whether a normal event is sent: a hash of its id below ``rate`` (deterministic).
+
+    >>> sampled("e-1", 1.0), sampled("e-1", 0.0)
+    (True, False)
+    """
+    if rate >= 1.0:
+        return True
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2.0**64
+
+
+def event_attributes(event: Mapping[str, Any], scored: Scored) -> tuple[str, ...]:
+    """The grouping attributes of a scored event; the account age comes from its features
+    (``user_age_h``, which every event type has), so the new-account cohort is included."""
+    age_h = scored.features.get("user_age_h")
+    age_s = None if age_h is None or not math.isfinite(age_h) else age_h * HOUR
+    return attributes(event, account_age_s=age_s)
+
+
+def observation_records(
+    event: Mapping[str, Any],
+    scored: Scored,
+    source: SourceCoordinates,
+    *,
+    config: PatternConfig = _DEFAULT_CONFIG,
+    normal_rate: float = DEFAULT_NORMAL_RATE,
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) records of one scored event for the observations topic.
+
+    One record per pattern key of the event, in ``pattern_keys`` order; none for a normal
+    event that the sampling leaves out. ``config`` must be the stage's (its
+    ``pair_kinds`` and ``max_attributes`` decide the keys).
+    """
+    if not 0.0 < normal_rate <= 1.0:
+        raise ValueError(f"normal_rate must be within (0, 1], got {normal_rate}")
+    event_id: str = event["event_id"]
+    if not scored.is_anomaly and not sampled(event_id, normal_rate):
+        return []
+    t = event_time_s(event["occurred_at"])
+    body: dict[str, Any] = {"v": OBSERVATION_VERSION, "t": t}
+    if scored.is_anomaly:
+        body.update(
+            a=True,
+            id=event_id,
+            type=scored.event_type,
+            user=event["entities"]["user_id"],
+            score=scored.score,
+            reasons=[[r.feature, r.direction] for r in scored.reasons[:MAX_REASONS]],
+            src=[source.topic, source.partition, source.offset],
+        )
+    else:
+        body.update(a=False, w=1.0 / normal_rate)
+    value = orjson.dumps(body)
+    keys = pattern_keys(event_attributes(event, scored), config.pair_kinds, config.max_attributes)
+    return [(routing_key(key), value) for key in keys]
+
+
+# -- stage 2: reading them back -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One observation record read back: the key, what the finder needs, the event type."""
+
+    key: Key
+    observation: Observation
+    event_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BadObservation:
+    """Why an observation record cannot be used; ``reason`` is a dead-letter reason."""
+
+    reason: str
+    detail: str
+
+
+_MAX_RECORD_BYTES: Final = 65_536
+_MAX_TEXT: Final = 256
+
+
+def decode_observation(key: bytes | None, value: bytes | None) -> Decoded | BadObservation:
+    """The observation in a record, or why not; never raises on input."""
+    if value is None:
+        return BadObservation("invalid_json", "record value is null")
+    if len(value) > _MAX_RECORD_BYTES:
+        return BadObservation("oversized", f"{len(value)} bytes exceeds {_MAX_RECORD_BYTES}")
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return BadObservation("invalid_json", str(exc)[:500])
+    if not isinstance(body, dict):
+        return BadObservation("not_an_object", f"top-level JSON value is {type(body).__name__}")
+    try:
+        members = _members(key)
+        return _decoded(members, body)
+    except _InvalidObservationError as exc:
+        return BadObservation("schema_violation", str(exc))
+
+
+class _InvalidObservationError(ValueError):
+    pass
+
+
+def _members(key: bytes | None) -> Key:
+    if not key:
+        raise _InvalidObservationError("record key is missing (it is the pattern key)")
+    try:
+        text = key.decode()
+    except UnicodeDecodeError as exc:
+        raise _InvalidObservationError("record key is not UTF-8") from exc
+    members = tuple(text.split(KEY_SEPARATOR))
+    if len(members) > 2 or not all(":" in m and len(m) <= 512 for m in members):
+        raise _InvalidObservationError("record key is not one or two kind:value attributes")
+    return members
+
+
+def _decoded(members: Key, body: dict[str, Any]) -> Decoded:
+    if body.get("v") != OBSERVATION_VERSION:
+        raise _InvalidObservationError(f"v must be {OBSERVATION_VERSION}, got {body.get('v')!r}")
+    t = _number(body, "t")
+    anomalous = body.get("a")
+    if anomalous is False:
+        weight = _number(body, "w")
+        if weight < 1.0:
+            raise _InvalidObservationError(f"w must be >= 1, got {weight}")
+        obs = Observation(t, "", "", False, (), ("", 0, 0), weight=weight)
+        return Decoded(members, obs, None)
+    if anomalous is not True:
+        raise _InvalidObservationError("a must be a boolean")
+    event_id = _text(body, "id")
+    event_type = _text(body, "type")
+    user = _text(body, "user")
+    score = _number(body, "score")
+    reasons = body.get("reasons")
+    if not isinstance(reasons, list) or len(reasons) > MAX_REASONS:
+        raise _InvalidObservationError(f"reasons must be a list of at most {MAX_REASONS}")
+    pairs: list[tuple[str, str]] = []
+    for reason in reasons:
+        if not (
+            isinstance(reason, list)
+            and len(reason) == 2
+            and isinstance(reason[0], str)
+            and 0 < len(reason[0]) <= _MAX_TEXT
+            and reason[1] in ("high", "low")
+        ):
+            raise _InvalidObservationError("reasons must hold [feature, high|low] pairs")
+        pairs.append((reason[0], reason[1]))
+    src = body.get("src")
+    if not (
+        isinstance(src, list)
+        and len(src) == 3
+        and isinstance(src[0], str)
+        and 0 < len(src[0]) <= 249
+        and _count(src[1])
+        and _count(src[2])
+    ):
+        raise _InvalidObservationError("src must be [topic, partition >= 0, offset >= 0]")
+    obs = Observation(
+        t, event_id, user, True, (), (src[0], src[1], src[2]), score=score, reasons=tuple(pairs)
+    )
+    return Decoded(members, obs, event_type)
+
+
+def _number(body: Mapping[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _InvalidObservationError(f"{name} must be a finite number")
+    return float(value)
+
+
+def _text(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+        raise _InvalidObservationError(f"{name} must be a string of 1 to {_MAX_TEXT} characters")
+    return value
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+__all__: Sequence[str] = (
+    "BadObservation",
+    "Decoded",
+    "decode_observation",
+    "event_attributes",
+    "observation_records",
+    "routing_key",
+    "sampled",
+)

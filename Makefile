@@ -40,12 +40,16 @@ integration: setup kafka-jars
 test: lint typecheck kafka-jars
 	$(BIN)/pytest -q tests --doctest-modules detectors stream schemas
 
+# The declared benchmark settings: service default HST, the quality HST, forests, ensemble.
+QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,ensemble:iforest+hst-50x9-paper
+
 # Figures and ratios against baselines measured in the same run (river, pyod).
 bench: setup
 	$(BIN)/vigil bench speed
 	$(BIN)/vigil bench pipeline
 	for d in mammography shuttle smtp forestcover http; do \
-	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seed 0; \
+	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seeds 0-4 \
+	    --detectors $(QUALITY_DETECTORS); \
 	done
 	for d in http shuttle; do \
 	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order original; \

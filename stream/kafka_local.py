@@ -724,6 +724,50 @@ def stop_handle(kafka: LocalKafka, *, timeout_s: float = 30.0) -> bool:
     return running
 
 
+def restart(
+    kafka: LocalKafka, *, down_for_s: float = 0.0, heap_mb: int = 512, timeout_s: float = 90.0
+) -> LocalKafka:
+    """Kill the broker of ``kafka`` (as a crash would) and start it again on the same
+    ports and data after ``down_for_s`` seconds: for fault tests. Returns the new handle."""
+    owned = _OWNED.pop(kafka.pid, None) is not None
+    watchdog = _WATCHDOGS.pop(kafka.pid, None)
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait()
+    _kill(kafka.pid, timeout_s)
+    _CHILDREN.pop(kafka.pid, None)
+    time.sleep(down_for_s)
+    command = broker_command(
+        java=_tool("java"),
+        libs=kafka.run_dir.parent / "libs",
+        log4j2=LOG4J2_FILE,
+        log_file=kafka.log_file,
+        properties=kafka.run_dir / "server.properties",
+        heap_mb=heap_mb,
+    )
+    with kafka.log_file.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=kafka.run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[process.pid] = process
+    again = LocalKafka(kafka.bootstrap, process.pid, kafka.run_dir, kafka.log_file)
+    _WATCHDOGS[again.pid] = _start_watchdog(os.getpid(), again.pid)
+    try:
+        _wait_ready(again, process, timeout_s, lambda message: None)
+    except BaseException:
+        _kill(again.pid, 10.0)
+        raise
+    if owned:
+        _own(again)
+    return again
+
+
 def stop(workdir: Path, *, timeout_s: float = 30.0) -> bool:
     """Stop the broker recorded for ``workdir``; False if none was running."""
     kafka = _read_state(workdir)

@@ -172,6 +172,12 @@ class BoundedSource:
     def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any:
         return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
 
+    def seek(self, partition: TopicPartition) -> None:
+        # Only a service rewinding after an aborted transaction seeks; replays keep no
+        # transactions, so this is here for the protocol's sake.
+        assert self._consumer is not None
+        self._consumer.seek(partition)
+
 
 def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[Record]:
     """Every committed record now in ``topic``, in partition then offset order."""

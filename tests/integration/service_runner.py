@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,3 +81,77 @@ def run_service(
         except orjson.JSONDecodeError:
             continue
     return ServiceRun(proc.returncode, logs, proc.stderr.decode(errors="replace"))
+
+
+class ServiceProcess:
+    """A ``vigil run`` left running: its log lines are collected as they come."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        group: str,
+        *extra: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, **TEST_ENV, "VIGIL_METRICS_PORT": "0", **(extra_env or {})}
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            service_command(bootstrap, topics, group, *extra),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            # A file, not a pipe: librdkafka logs there while the broker is away, and a
+            # full pipe would stall the service.
+            stderr=self._stderr,
+        )
+        self.logs: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            with self._changed:
+                self.logs.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [line for line in self.logs if line.get("event") == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout_s: float = 120.0) -> None:
+        """Until ``count`` log lines named ``name`` arrived; fails if the process ends first."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while sum(1 for line in self.logs if line.get("event") == name) < count:
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"service exited ({self.proc.returncode}) before {name}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no {count}x {name} within {timeout_s}s")
+                self._changed.wait(min(remaining, 1.0))
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._reader.join(10)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self._reader.join(10)
+        return code
+
+    def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return (
+            self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+        )

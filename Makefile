@@ -47,6 +47,7 @@ QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,ensemble:iforest+h
 bench: setup
 	$(BIN)/vigil bench speed
 	$(BIN)/vigil bench pipeline
+	$(BIN)/vigil bench state
 	for d in mammography shuttle smtp forestcover http; do \
 	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seeds 0-4 \
 	    --detectors $(QUALITY_DETECTORS); \

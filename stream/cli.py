@@ -101,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.patterns_stage import patterns_cli
 
         return patterns_cli(rest)
+    if command == "bench" and rest[:1] == ["state"]:
+        from stream.bench_state import bench_state_cli
+
+        return bench_state_cli(rest[1:])
     if command == "bench":
         from stream.bench import bench_cli
 

@@ -3,13 +3,23 @@
 Every table has a fixed maximum number of keys and evicts the least recently touched one,
 so memory stays constant however long the stream runs. Time is always the event's own
 time (seconds), never the wall clock, so a replay computes the same features.
+
+A partition's state is checkpointed with ``pickle`` and restored on partition assignment,
+so a table pickles in a columnar form (see ``BoundedTable.__getstate__``): one joined
+string for the keys and numpy arrays for the numbers, instead of millions of small Python
+objects, each of which pickle would write, memoise and rebuild one at a time.
 """
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from itertools import chain, islice
+from typing import Any, Generic, TypeVar, cast
+
+import numpy as np
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -41,6 +51,138 @@ class BoundedTable(Generic[K, V]):
         self._data[key] = value
         if len(self._data) > self.max_keys:
             del self._data[next(iter(self._data))]
+
+    # Pickling. The dict's insertion order is the LRU order, so keys and values are packed
+    # as parallel columns in that order and zipped back into a dict in the same order.
+    # Every packed form restores values of exactly the same types and bit patterns, so a
+    # restored table behaves identically; values that fit no columnar form pickle as a
+    # plain list, still in order.
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "max_keys": self.max_keys,
+            "keys": _pack_hashables(list(self._data)),
+            "values": _pack_values(list(self._data.values())),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_data" in state:  # a checkpoint written before the columnar form
+            self.max_keys = state["max_keys"]
+            self._data = state["_data"]
+            return
+        if state.get("format") != _FORMAT:
+            raise ValueError(f"unknown BoundedTable pickle format {state.get('format')!r}")
+        self.max_keys = state["max_keys"]
+        with _gc_paused():
+            keys = _unpack_hashables(state["keys"])
+            values = _unpack_values(state["values"])
+            self._data = dict(zip(keys, values, strict=True))
+
+
+_FORMAT = 1
+# Joins string keys into one string. A key containing it falls back to a plain list.
+_SEP = "\x00"
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a restore allocates millions of containers.
+
+    Each new tuple or set counts towards the next collection, and full collections walk
+    every live object, so a million-key restore spent most of its time in the GC. Nothing
+    built here can form a reference cycle; the GC is resumed (if it was on) afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _pack_hashables(items: list[Any]) -> tuple[str, Any]:
+    """Strings as one joined string (one pickle opcode, one ``split`` to restore)."""
+    if items and set(map(type, items)) == {str}:
+        joined = _SEP.join(items)
+        if joined.count(_SEP) == len(items) - 1:  # no item contains the separator
+            return "joined", joined
+    return "list", items
+
+
+def _unpack_hashables(packed: tuple[str, Any]) -> list[Any]:
+    kind, data = packed
+    if kind == "joined":
+        return data.split(_SEP)  # type: ignore[no-any-return]
+    if kind == "list":
+        return list(data)
+    raise ValueError(f"unknown packed key form {kind!r}")
+
+
+def _float_rows(values: list[Any]) -> int | None:
+    """The common width if every value is a tuple or list of exactly-``float`` items."""
+    widths = set(map(len, values))
+    if len(widths) != 1:
+        return None
+    width = widths.pop()
+    if width == 0 or set(map(type, chain.from_iterable(values))) != {float}:
+        return None
+    return width
+
+
+def _pack_values(values: list[Any]) -> tuple[str, Any]:
+    """Columnar form of a table's values, chosen by their exact types.
+
+    ``float`` -> a float64 array; tuples or lists of floats of one width -> an (n, width)
+    float64 array; sets -> their members packed flat plus one length per set. float64
+    holds a Python float exactly, and ``tolist`` gives Python floats back, so restored
+    values compare and compute exactly as before. Anything else is kept as a list.
+    """
+    if not values:
+        return "list", values
+    types = set(map(type, values))
+    if types == {float}:
+        return "float", np.array(values, dtype=np.float64)
+    if types in ({tuple}, {list}):
+        width = _float_rows(values)
+        if width is not None:
+            flat = np.fromiter(
+                chain.from_iterable(values), dtype=np.float64, count=len(values) * width
+            )
+            kind = "float_tuples" if types == {tuple} else "float_lists"
+            return kind, flat.reshape(len(values), width)
+    if set in types or types == {str}:
+        # Bare values and sets (DistinctSets keeps a lone value bare): every member flat,
+        # and per value its set size, or -1 for a bare value.
+        lengths = np.fromiter(
+            (len(v) if type(v) is set else -1 for v in values), dtype=np.int64, count=len(values)
+        )
+        # Most sets are tiny; the smallest integer type keeps the lengths column small.
+        lengths = lengths.astype(np.min_scalar_type(-max(int(lengths.max()), 1)))
+        members = list(chain.from_iterable(v if type(v) is set else (v,) for v in values))
+        return "members", (lengths, _pack_hashables(members))
+    return "list", values
+
+
+def _unpack_values(packed: tuple[str, Any]) -> list[Any]:
+    kind, data = packed
+    if kind == "float":
+        return data.tolist()  # type: ignore[no-any-return]
+    if kind == "float_tuples":
+        return list(map(tuple, data.tolist()))
+    if kind == "float_lists":
+        return data.tolist()  # type: ignore[no-any-return]
+    if kind == "members":
+        lengths, packed_members = data
+        members = _unpack_hashables(packed_members)
+        if lengths.max(initial=-1) < 0:
+            return members  # all bare
+        flat = iter(members)
+        return [next(flat) if n < 0 else set(islice(flat, n)) for n in lengths.tolist()]
+    if kind == "list":
+        return list(data)
+    raise ValueError(f"unknown packed value form {kind!r}")
 
 
 class DecayingCounts:
@@ -78,6 +220,12 @@ class DecayingCounts:
 class DistinctSets:
     """How many distinct values each key has been seen with (capped per key).
 
+    A key seen with one value keeps that value bare, not in a set: most keys (a user's
+    country, a device's user) never see a second one, and a million one-element sets cost
+    hundreds of MB and most of a checkpoint's restore time. The second distinct value
+    turns it into a set. ``None`` is always kept in a set, since the table reads ``None``
+    as "no entry".
+
     >>> d = DistinctSets(max_keys=10, max_values=3)
     >>> d.add("dev", "card-a"), d.add("dev", "card-a"), d.add("dev", "card-b")
     ((1, True), (1, False), (2, True))
@@ -85,14 +233,26 @@ class DistinctSets:
 
     def __init__(self, max_keys: int, max_values: int = 64) -> None:
         self.max_values = max_values
-        self._table: BoundedTable[Hashable, set[Hashable]] = BoundedTable(max_keys)
+        # A bare value, or a set once the key has two (or, with max_values < 1, none).
+        self._table: BoundedTable[Hashable, Hashable | set[Hashable]] = BoundedTable(max_keys)
 
     def add(self, key: Hashable, value: Hashable) -> tuple[int, bool]:
         """Record ``value`` for ``key``; return (distinct count, whether it was new)."""
         seen = self._table.get(key)
         if seen is None:
+            if self.max_values >= 1 and value is not None:
+                self._table.put(key, value)
+                return 1, True
             seen = set()
             self._table.put(key, seen)
+        elif type(seen) is not set:
+            if value in (seen,):  # the same test as set membership: identity, then ==
+                return 1, False
+            if self.max_values < 2:
+                return 1, True
+            self._table.put(key, {cast(Hashable, seen), value})  # key is now the most recent
+            return 2, True
+        assert type(seen) is set
         if value in seen:
             return len(seen), False
         if len(seen) < self.max_values:
@@ -101,11 +261,15 @@ class DistinctSets:
 
     def count(self, key: Hashable) -> int:
         seen = self._table.get(key)
-        return 0 if seen is None else len(seen)
+        if seen is None:
+            return 0
+        return len(seen) if type(seen) is set else 1
 
     def contains(self, key: Hashable, value: Hashable) -> bool:
         seen = self._table.get(key)
-        return seen is not None and value in seen
+        if seen is None:
+            return False
+        return value in seen if type(seen) is set else value in (seen,)
 
 
 class RunningMeans:

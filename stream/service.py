@@ -34,9 +34,10 @@ from stream.kafka_io import (
     producer_config,
 )
 from stream.metrics import Health, ServiceMetrics, serve
+from stream.observations import observation_records
 from stream.partition_state import PartitionState, ReadPartition, resume
 from stream.settings import ServiceSettings
-from stream.state_store import ensure_state_topic, produce_state, read_state_partition
+from stream.state_store import ensure_topics, produce_state, read_state_partition
 
 log = structlog.get_logger("vigil.service")
 
@@ -192,7 +193,7 @@ class Service:
         settings = self.settings
         exactly_once = settings.guarantee == "exactly-once"
         if self._consumer is None:
-            ensure_state_topic(settings)
+            ensure_topics(settings)
             if self._read_state is None:
                 self._read_state = self._read_state_partition
         # confluent-kafka's overloaded stubs do not match a Protocol structurally.
@@ -501,6 +502,8 @@ class Service:
         self.metrics.count_event(result.event_type)
         if result.is_anomaly:
             self._alert(producer, record, event, result)
+        if self.settings.observations:
+            self._observe(producer, record, event, result)
         producer.poll(0)
 
     def _partition(self, topic: str, partition: int) -> PartitionState:
@@ -564,6 +567,22 @@ class Service:
             partition=record.partition,
             offset=record.offset,
         )
+
+    def _observe(
+        self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored
+    ) -> None:
+        """Stage 1 of pattern alerts: the keyed observations `vigil patterns` groups. The
+        default partitioner puts every observation of one key on one partition."""
+        assert self._out is not None
+        source = SourceCoordinates(record.topic, record.partition, record.offset)
+        for key, value in observation_records(event, scored, source):
+            producer.produce(
+                self.settings.observations_topic,
+                key=key,
+                value=value,
+                on_delivery=self._out.tracker.callback,
+            )
+            self._out.tracker.sent()
 
     def _dead_letter(self, producer: Producer, msg: Record, reason: str, detail: str) -> None:
         assert self._out is not None

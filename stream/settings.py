@@ -42,6 +42,9 @@ class ServiceSettings(BaseModel):
     group_instance_id: str | None = Field(
         default=None, min_length=1, description="static membership, for rolling restarts"
     )
+    # Stage 1 of pattern alerts: scored events, keyed by pattern key, for `vigil patterns`.
+    observations: bool = Field(default=True, description="produce observations for patterns")
+    observations_topic: str = Field(default="vigil.observations", min_length=1)
     # Delivery and state.
     guarantee: Literal["exactly-once", "at-least-once"] = Field(
         default="exactly-once",

@@ -32,11 +32,10 @@ STATE_TOPIC_CONFIG = {
 }
 
 
-def ensure_state_topic(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
-    """Create the state topic if missing (as many partitions as the input) and check it
-    has enough partitions; returns the input's partition count."""
-    from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin does not re-export it
-
+def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
+    """Create the state topic (compacted, as many partitions as the input) and the
+    observations topic if missing, and check the state topic has enough partitions.
+    Returns the input's partition count."""
     admin = AdminClient(settings.kafka_common())
     metadata = admin.list_topics(timeout=timeout_s)
     source = metadata.topics.get(settings.input_topic)
@@ -47,34 +46,45 @@ def ensure_state_topic(settings: ServiceSettings, timeout_s: float = 30.0) -> in
         )
     wanted = len(source.partitions)
     state = metadata.topics.get(settings.state_topic_name)
-    if state is None or state.error is not None:
-        future = admin.create_topics(
-            [
-                NewTopic(
-                    settings.state_topic_name,
-                    num_partitions=wanted,
-                    replication_factor=-1,  # the broker's default
-                    config=STATE_TOPIC_CONFIG,
-                )
-            ],
-            operation_timeout=timeout_s,
-        )[settings.state_topic_name]
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not (
-                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-            ):
-                raise VigilKafkaError(f"cannot create state topic: {exc}") from exc
-        log.info("state.topic_created", topic=settings.state_topic_name, partitions=wanted)
-        return wanted
-    if len(state.partitions) < wanted:
+    if state is not None and state.error is None and len(state.partitions) < wanted:
         raise ConfigError(
             f"setting 'state_topic': {settings.state_topic_name!r} has "
             f"{len(state.partitions)} partitions, the input has {wanted}"
         )
+    missing = {}
+    if state is None or state.error is not None:
+        missing[settings.state_topic_name] = STATE_TOPIC_CONFIG
+    if settings.observations:
+        seen = metadata.topics.get(settings.observations_topic)
+        if seen is None or seen.error is not None:
+            missing[settings.observations_topic] = {}
+    _create(admin, missing, wanted, timeout_s)
     return wanted
+
+
+def _create(
+    admin: AdminClient, topics: dict[str, dict[str, str]], partitions: int, timeout_s: float
+) -> None:
+    from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin does not re-export it
+
+    if not topics:
+        return
+    new = [
+        # replication_factor -1: the broker's default.
+        NewTopic(name, num_partitions=partitions, replication_factor=-1, config=config)
+        for name, config in topics.items()
+    ]
+    for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            exists = (
+                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+            )
+            if not exists:
+                raise VigilKafkaError(f"cannot create topic {name}: {exc}") from exc
+        log.info("topic.created", topic=name, partitions=partitions)
 
 
 def read_state_partition(

@@ -447,3 +447,32 @@ def tune(
         unsure=int((~decisive).sum()),
         curve=rows,
     )
+
+
+def label_threshold(
+    labels: Sequence[tuple[float, bool | None]],
+    target: float,
+    confidence: float = 0.95,
+    min_support: int = 10,
+) -> tuple[float, Source]:
+    """The threshold reviewers' labels alone set: alert when a score exceeds it.
+
+    Just below the lowest labeled score whose Wilson lower bound on precision meets
+    ``target`` (``labels``); where none does, the highest decisive labeled score
+    (``labels_unmet``: alert only above everything labeled so far).
+
+    >>> labels = [(i / 40, i >= 20) for i in range(40)]
+    >>> t, source = label_threshold(labels, target=0.8, min_support=5)
+    >>> t < 0.5 < t + 1e-9, source
+    (True, 'labels')
+    >>> label_threshold([(0.9, False), (0.8, True)], target=0.9)
+    (0.9, 'labels_unmet')
+    """
+    codes = deque(
+        (float(score), _UNSURE if verdict is None else (_TRUE if verdict else _FALSE))
+        for score, verdict in labels
+    )
+    fit = _Fit.of(codes, z_score(confidence), target, min_support)
+    if fit.chosen is not None:
+        return math.nextafter(fit.chosen, -math.inf), "labels"
+    return (float(fit.scores[-1]) if fit.scores.size else math.inf), "labels_unmet"

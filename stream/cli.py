@@ -27,6 +27,8 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("state_topic", str, "compacted topic of state snapshots (default: <group>.state)"),
     ("checkpoint_every", int, "records per partition between state snapshots"),
     ("group_instance_id", str, "static group membership id (stable across restarts)"),
+    ("labels_topic", str, "reviewers' labels: hold event alerts below the precision target"),
+    ("target_precision", float, "precision the labels' thresholds aim at (default 0.9)"),
 )
 
 

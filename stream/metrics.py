@@ -39,6 +39,21 @@ class ServiceMetrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
             registry=r,
         )
+        self.label_threshold = Gauge(
+            "vigil_label_threshold",
+            "Score an event alert must exceed, from reviewers' labels",
+            ["detector", "segment", "source"],
+            registry=r,
+        )
+        self.labels = Gauge(
+            "vigil_labels", "Labels in force", ["detector", "segment", "verdict"], registry=r
+        )
+        self.held_by_labels = Counter(
+            "vigil_alerts_held_by_labels",
+            "Flagged events below the labels' threshold (no alert)",
+            ["event_type"],
+            registry=r,
+        )
         self.snapshots = Counter("vigil_state_snapshots", "State snapshots written", registry=r)
         self.state_bytes = Gauge(
             "vigil_state_bytes", "Compressed size of the last snapshot", ["partition"], registry=r

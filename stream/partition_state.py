@@ -1,10 +1,14 @@
-"""Each input partition's scorer, where it stands, and its snapshots.
+"""Each input partition's state (its model), where it stands, and its snapshots.
+
+The model is whatever one partition's processing keeps: the service's ``EventScorer``,
+the pattern stage's ``PartitionPatterns``. It must pickle, and it must depend only on the
+partition's records in offset order, which is what makes the silent replay below exact.
 
 Restore, on assignment: take the partition's latest snapshot (state as of input offset
 ``S``) and the group's committed offset ``C`` (outputs durable up to there; ``S <= C``
 under exactly-once, since snapshots and offsets commit in the same transactions). Resume
-reading at ``S`` and re-score ``[S, C)`` silently: scoring is deterministic, so this
-rebuilds the state of ``C`` exactly without repeating any alert. With no snapshot (first
+reading at ``S`` and re-process ``[S, C)`` silently: processing is deterministic, so this
+rebuilds the state of ``C`` exactly without repeating any output. With no snapshot (first
 start, or a changed configuration) ``S`` is the partition's first offset, so the state is
 still what an uninterrupted run would hold.
 """
@@ -14,10 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import structlog
 
-from detectors.scoring import EventScorer
 from stream.checkpoint import (
     SnapshotAssembler,
     SnapshotError,
@@ -31,20 +35,22 @@ log = structlog.get_logger("vigil.state")
 
 ReadPartition = Callable[[int], SnapshotAssembler]
 
+M = TypeVar("M")
+
 
 @dataclass
-class PartitionState:
+class PartitionState(Generic[M]):
     topic: str
     partition: int
-    scorer: EventScorer
+    model: M
     writer: SnapshotWriter | None = None
-    next_offset: int = -1  # the next input offset the scorer has not seen; -1: unknown
+    next_offset: int = -1  # the next input offset the model has not seen; -1: unknown
     replay_until: int = -1  # outputs of offsets below this are already durable
     since_snapshot: int = 0
     restoring_since: float | None = None  # monotonic time of assignment, until caught up
 
     def silent(self, offset: int) -> bool:
-        """Re-scoring what was already output: update the state, produce nothing."""
+        """Re-processing what was already output: update the state, produce nothing."""
         return offset < self.replay_until
 
     def seen(self, offset: int) -> bool:
@@ -62,15 +68,15 @@ class PartitionState:
     def snapshot(self) -> tuple[int, list[StateRecord]]:
         """The records of a snapshot of the state now; returns its compressed size too."""
         assert self.writer is not None, "snapshots need a writer"
-        blob = encode_state(self.scorer)
+        blob = encode_state(self.model)
         _, records = self.writer.records(self.next_offset, blob)
         self.since_snapshot = 0
         return len(blob), records
 
 
 @dataclass(frozen=True, slots=True)
-class Resumed:
-    state: PartitionState
+class Resumed(Generic[M]):
+    state: PartitionState[M]
     start_offset: int | None  # where to resume reading; None: the group's position
     snapshot_bytes: int
 
@@ -79,12 +85,12 @@ def resume(
     topic: str,
     partition: int,
     *,
-    fresh: Callable[[int], EventScorer],
+    fresh: Callable[[int], M],
     fingerprint: str,
     read: ReadPartition | None,
     committed: int,
     low_watermark: int,
-) -> Resumed:
+) -> Resumed[M]:
     """The state of an assigned partition, from its snapshot if there is a usable one.
 
     ``committed`` is the group's offset (negative: none); ``read`` is None when state is
@@ -99,26 +105,26 @@ def resume(
         restored = found.snapshot(topic, partition)
     except SnapshotError as exc:
         log.warning("state.snapshot_unusable", partition=partition, reason=str(exc))
-    scorer = None
+    model: M | None = None
     start = low_watermark
     size = 0
     if restored is not None and restored.manifest.fingerprint != fingerprint:
         log.warning("state.config_changed", partition=partition, rebuilding_from=low_watermark)
     elif restored is not None:
         try:
-            scorer = decode_state(restored.blob)
+            model = decode_state(restored.blob)
             start = restored.manifest.offset
             size = restored.manifest.size
         except Exception as exc:  # e.g. a class changed shape between releases
             log.warning("state.undecodable", partition=partition, reason=repr(exc))
-    if scorer is None:
-        scorer = fresh(partition)
+    if model is None:
+        model = fresh(partition)
         if committed < 0:
             start = low_watermark
     state = PartitionState(
         topic,
         partition,
-        scorer,
+        model,
         writer,
         next_offset=start,
         replay_until=max(committed, start),

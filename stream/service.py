@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol, cast
@@ -20,6 +20,7 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from detectors.label_gate import LabelGate
 from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
@@ -33,6 +34,7 @@ from stream.kafka_io import (
     next_offsets,
     producer_config,
 )
+from stream.label_feed import LabelFeed
 from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import observation_records
 from stream.partition_state import PartitionState, ReadPartition, resume
@@ -62,6 +64,7 @@ class RunSummary:
     events: int = 0
     dead_letters: int = 0
     alerts: int = 0
+    held_by_labels: int = 0  # flagged, but below the threshold reviewers' labels set
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -157,7 +160,7 @@ class Service:
         # One scorer per input partition: its state depends only on that partition's
         # records in offset order, so a replay of the partition reproduces it exactly,
         # whatever the interleaving of partitions in a poll.
-        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.partitions: dict[tuple[str, int], PartitionState[EventScorer]] = {}
         self.validator = EventValidator(max_bytes=settings.max_event_bytes)
         self.metrics = metrics or ServiceMetrics()
         self.health = Health()
@@ -169,10 +172,12 @@ class Service:
         self._idle_since = time.monotonic()
         self._live: Producer | None = None
         self._out: Delivery | None = None
+        self.gate = LabelGate(target=settings.target_precision, min_labels=settings.min_labels)
+        self._label_feed: LabelFeed | None = None
 
     @property
     def scorers(self) -> dict[tuple[str, int], EventScorer]:
-        return {key: state.scorer for key, state in self.partitions.items()}
+        return {key: state.model for key, state in self.partitions.items()}
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
@@ -213,6 +218,9 @@ class Service:
         consumer, producer, delivery = self._clients()
         self._live, self._out = producer, delivery
         delivery.start()
+        if settings.labels_topic is not None:
+            self._label_feed = LabelFeed(settings, settings.labels_topic)
+            self._apply_labels(self._label_feed.start(settings.restore_timeout_s))
         server = None
         if settings.metrics_port is not None:
             server, self.http_port = serve(
@@ -245,6 +253,8 @@ class Service:
                         break
                     continue
                 self._idle_since = time.monotonic()
+                if self._label_feed is not None:
+                    self._apply_labels(self._label_feed.poll())
                 try:
                     self._process_batch(consumer, producer, delivery, messages)
                 except TransactionAbortedError:
@@ -258,6 +268,8 @@ class Service:
                 # With cooperative-sticky, close() revokes our partitions: _on_revoke
                 # snapshots them, so a clean restart has nothing to re-score.
                 consumer.close()
+                if self._label_feed is not None:
+                    self._label_feed.close()
                 if server is not None:
                     server.shutdown()
             log.info(
@@ -265,6 +277,7 @@ class Service:
                 events=self.summary.events,
                 dead_letters=self.summary.dead_letters,
                 alerts=self.summary.alerts,
+                held_by_labels=self.summary.held_by_labels,
                 elapsed_s=round(self.summary.elapsed_s, 3),
             )
         return self.summary
@@ -405,7 +418,7 @@ class Service:
         restoring = any(s.restoring_since is not None for s in self.partitions.values())
         self.health.ready = bool(self.partitions) and not restoring and not self._stopping
 
-    def _finish_restore_if_caught_up(self, state: PartitionState) -> None:
+    def _finish_restore_if_caught_up(self, state: PartitionState[EventScorer]) -> None:
         if state.restoring_since is not None and state.caught_up:
             seconds = time.monotonic() - state.restoring_since
             state.restoring_since = None
@@ -453,7 +466,7 @@ class Service:
             by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
         for key, items in by_partition.items():
             state = self.partitions[key]
-            results = state.scorer.score_batch([event for _, event in items])
+            results = state.model.score_batch([event for _, event in items])
             for (record, event), result in zip(items, results, strict=True):
                 if not state.silent(record.offset):
                     self._output(producer, record, event, result)
@@ -501,12 +514,19 @@ class Service:
         self.summary.events += 1
         self.metrics.count_event(result.event_type)
         if result.is_anomaly:
-            self._alert(producer, record, event, result)
+            gate = self.gate.threshold(result.detector, result.event_type)
+            if gate is None:
+                self._alert(producer, record, event, result)
+            elif result.score > gate:
+                self._alert(producer, record, event, replace(result, threshold=gate))
+            else:
+                self.summary.held_by_labels += 1
+                self.metrics.held_by_labels.labels(result.event_type).inc()
         if self.settings.observations:
             self._observe(producer, record, event, result)
         producer.poll(0)
 
-    def _partition(self, topic: str, partition: int) -> PartitionState:
+    def _partition(self, topic: str, partition: int) -> PartitionState[EventScorer]:
         state = self.partitions.get((topic, partition))
         if state is None:  # assigned without a callback: replays' bounded sources
             state = PartitionState(topic, partition, self._scorer_factory(partition))
@@ -514,7 +534,11 @@ class Service:
         return state
 
     def _snapshot(
-        self, states: list[PartitionState], consumer: Any, *, within_batch: bool = False
+        self,
+        states: list[PartitionState[EventScorer]],
+        consumer: Any,
+        *,
+        within_batch: bool = False,
     ) -> None:
         """Write snapshots of ``states``; inside a batch they join its transaction."""
         states = [s for s in states if s.writer is not None and s.since_snapshot > 0]
@@ -567,6 +591,29 @@ class Service:
             partition=record.partition,
             offset=record.offset,
         )
+
+    def _apply_labels(self, labels: Iterable[dict[str, Any]]) -> None:
+        verdicts = {"true_positive": True, "false_positive": False, "unsure": None}
+        count = 0
+        for label in labels:
+            self.gate.add(
+                label["alert_id"],
+                label["detector"],
+                label["segment"],
+                label["score"],
+                verdicts[label["verdict"]],
+            )
+            count += 1
+        if not count:
+            return
+        self.metrics.label_threshold.clear()
+        for st in self.gate.state():
+            self.metrics.label_threshold.labels(st["detector"], st["segment"], st["source"]).set(
+                st["threshold"]
+            )
+            for verdict in ("true", "false", "unsure"):
+                self.metrics.labels.labels(st["detector"], st["segment"], verdict).set(st[verdict])
+        log.info("labels.applied", labels=count, segments=self.gate.state())
 
     def _observe(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored

@@ -45,6 +45,10 @@ class ServiceSettings(BaseModel):
     # Stage 1 of pattern alerts: scored events, keyed by pattern key, for `vigil patterns`.
     observations: bool = Field(default=True, description="produce observations for patterns")
     observations_topic: str = Field(default="vigil.observations", min_length=1)
+    # Labels from reviewers: event alerts below the precision-targeted threshold are held.
+    labels_topic: str | None = Field(default=None, min_length=1)
+    target_precision: float = Field(default=0.9, gt=0, lt=1)
+    min_labels: int = Field(default=30, ge=1, description="decisive labels before gating")
     # Delivery and state.
     guarantee: Literal["exactly-once", "at-least-once"] = Field(
         default="exactly-once",

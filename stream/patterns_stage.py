@@ -11,14 +11,24 @@ Each lifecycle step of a pattern (``new``; ``growing`` at growth steps; ``resolv
 alert record (schemas/alert.v1.json, ``kind`` = ``pattern``) keyed by the pattern's alert id,
 with the same ``alert_id`` and a ``sequence`` that grows by one per step: the latest record
 per key (a compacted alerts topic keeps exactly that) is the pattern's current state.
-Resolutions follow event time: after each batch every finder is advanced to the latest
-event time its partition has seen, less ``lateness_s`` for observations still on their way
-from slower scoring consumers.
+Resolutions follow event time: before each observation its partition's finder is
+advanced to the latest event time the partition has seen, less ``lateness_s`` for
+observations still on their way from slower scoring consumers. So a partition's finder, and
+every alert it raises, depend only on the partition's records in offset order, not on how
+they were cut into batches.
 
-At-least-once, like ``vigil run``: offsets are committed only after every alert and dead
-letter of the batch is acknowledged. A finder's state lives in memory only: a partition that
-moves to another member (rebalance, restart) starts with an empty finder there, so a
-pattern open across the move may be raised again under a new id or restart its sequence.
+That is what lets the stage keep its state across restarts and rebalances, as the detector
+service does (stream/owned_partitions.py, stream/partition_state.py): each partition's
+``PartitionPatterns`` (finder, open patterns, their sequence numbers) is snapshotted to a
+compacted state topic (default ``<group>.state``) every ``checkpoint_every`` records and
+when the partition is revoked, and restored on assignment; the records between the
+snapshot and the committed offset are re-processed silently. A pattern open across a move
+keeps its alert id and its sequence goes on.
+
+Exactly-once by default: a batch's pattern alerts, dead letters, snapshots and input
+offsets are one Kafka transaction; ``read_committed`` readers see each lifecycle step once.
+``guarantee = "at-least-once"`` commits after every delivery is acknowledged instead (a
+crash may repeat steps, with the same ids and sequences).
 """
 
 from __future__ import annotations
@@ -27,34 +37,36 @@ import argparse
 import math
 import os
 import signal
+import socket
 import sys
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from detectors.attributes import attribute_kind
 from detectors.patterns import PatternConfig, PatternFinder, PatternUpdate
-from stream.kafka_io import (
-    DeliveryTracker,
-    Record,
-    VigilKafkaError,
-    commit_or_raise,
-    flush_or_raise,
-    next_offsets,
-)
+from stream.checkpoint import SnapshotAssembler, fingerprint
+from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
+from stream.kafka_io import Record, VigilKafkaError
+from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import BadObservation, Decoded, decode_observation
-from stream.service import ConsumerLike, dead_letter_headers
+from stream.owned_partitions import OwnedPartitions, caught_up
+from stream.partition_state import ReadPartition
+from stream.service import IDLE_GRACE_S, ConsumerLike, dead_letter_headers
 from stream.settings import ConfigError
+from stream.state_store import ensure_state_topic, read_state_partition
 
 log = structlog.get_logger("vigil.patterns")
 
@@ -88,6 +100,26 @@ class PatternStageSettings(BaseModel):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
     flush_timeout_s: float = Field(default=30.0, gt=0)
+    # Delivery and state, as `vigil run`'s.
+    guarantee: Literal["exactly-once", "at-least-once"] = Field(
+        default="exactly-once",
+        description="exactly-once: alerts, state and offsets in one Kafka transaction",
+    )
+    state_topic: str | None = Field(
+        default=None, min_length=1, description="compacted topic of state snapshots"
+    )
+    checkpoint_every: int = Field(
+        default=50_000, ge=1, description="records per partition between state snapshots"
+    )
+    transactional_id: str | None = Field(
+        default=None, min_length=1, description="stable per instance: fences its zombie"
+    )
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
+    restore_timeout_s: float = Field(default=300.0, gt=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65_535, description="/metrics, /healthz, /readyz; 0: any port"
+    )
     lateness_s: float = Field(
         default=300.0, ge=0, description="event-time slack before quiet patterns resolve"
     )
@@ -117,6 +149,23 @@ class PatternStageSettings(BaseModel):
             quiet_s=self.quiet_s,
         )
 
+    @property
+    def state_topic_name(self) -> str:
+        return self.state_topic or f"{self.group}.state"
+
+    @property
+    def transactional_id_value(self) -> str:
+        """Stable across restarts of one instance, as ``ServiceSettings``'s (which says
+        why); ``vigil-patterns-`` keeps it apart from the scoring service's ids."""
+        if self.transactional_id is not None:
+            return self.transactional_id
+        member = self.group_instance_id or socket.gethostname()
+        return f"vigil-patterns-{self.group}-{member}"
+
+    def fingerprint(self) -> str:
+        """What the state depends on: snapshots made under other values are not restored."""
+        return fingerprint((self.pattern_config(), self.lateness_s))
+
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         common: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap}
         common.update(self.kafka)
@@ -134,19 +183,26 @@ class PatternStageSettings(BaseModel):
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.partition.eof": False,
             "session.timeout.ms": self.session_timeout_ms,
+            # The scoring service writes observations in transactions: committed ones only.
+            "isolation.level": "read_committed",
         }
         if self.group_instance_id is not None:
             config["group.instance.id"] = self.group_instance_id
         config.update(self.kafka_common())
         return config
 
-    def producer_config(self) -> dict[str, Any]:
+    def producer_config(self, *, transactional: bool = False) -> dict[str, Any]:
         config: dict[str, Any] = {
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "zstd",
+            # A dead letter carries the raw record, which may be larger than a good one.
+            "message.max.bytes": 2_000_000,
         }
+        if transactional:
+            config["transactional.id"] = self.transactional_id_value
+            config["transaction.timeout.ms"] = self.transaction_timeout_ms
         config.update(self.kafka_common())
         return config
 
@@ -320,6 +376,9 @@ class PartitionPatterns:
     >>> body = b'{"v":1,"t":1000.0,"a":false,"w":8.0}'
     >>> stage.observe(decode_observation(b"ip24:10.0.0", body))
     []
+
+    Everything it holds depends only on the observations it was given, in order (it is
+    what a partition's snapshot holds).
     """
 
     def __init__(self, config: PatternConfig, lateness_s: float) -> None:
@@ -329,14 +388,25 @@ class PartitionPatterns:
         self.watermark = -math.inf
         self._open: dict[str, _Open] = {}
 
+    @property
+    def open_patterns(self) -> int:
+        return self.finder.open_patterns
+
     def observe(self, decoded: Decoded) -> list[dict[str, Any]]:
+        """The alerts of ``decoded``: first the resolutions its event time brings (of
+        patterns quiet up to the new watermark less the lateness), then its own updates."""
         obs = decoded.observation
-        self.watermark = max(self.watermark, obs.t)
+        alerts = []
+        if obs.t > self.watermark:
+            self.watermark = obs.t
+            alerts = self.advance()
         updates = self.finder.observe_key(decoded.key, obs)
-        return [self._alert(u, decoded) for u in updates]
+        alerts.extend(self._alert(u, decoded) for u in updates)
+        return alerts
 
     def advance(self) -> list[dict[str, Any]]:
-        """Resolve what has been quiet up to the watermark less the lateness."""
+        """Resolve what has been quiet up to the watermark less the lateness (``observe``
+        does it as the watermark moves; again, it finds nothing new)."""
         if not math.isfinite(self.watermark):
             return []
         return [self._alert(u, None) for u in self.finder.advance(self.watermark - self.lateness_s)]
@@ -367,11 +437,68 @@ class StageSummary:
     dead_letters: int = 0
     alerts: int = 0
     batches: int = 0
+    replayed: int = 0  # records re-processed silently after a restore
     statuses: dict[str, int] = field(default_factory=dict)
 
 
+class StageMetrics:
+    """Prometheus instruments of ``vigil patterns``, on a registry of their own; also the
+    observer of its partitions' state (stream/owned_partitions.StateObserver)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.observations = Counter(
+            "vigil_patterns_observations", "Observations consumed", registry=r
+        )
+        self.alerts = Counter(
+            "vigil_patterns_alerts", "Pattern alert records produced", ["status"], registry=r
+        )
+        self.dead_letters = Counter(
+            "vigil_patterns_dead_letters", "Records sent to the dead-letter topic", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.commits = Counter("vigil_patterns_commits", "Offset commits", registry=r)
+        self.batch_seconds = Histogram(
+            "vigil_patterns_batch_seconds", "Time to process and commit a batch", registry=r
+        )
+        self.open_patterns = Gauge(
+            "vigil_patterns_open", "Open patterns", ["partition"], registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "vigil_patterns_assigned_partitions", "Partitions assigned", registry=r
+        )
+        self.restore_seconds = Histogram(
+            "vigil_patterns_state_restore_seconds",
+            "From assignment to a partition's state restored and caught up",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "vigil_patterns_state_snapshots", "State snapshots written", registry=r
+        )
+        self.state_bytes = Gauge(
+            "vigil_patterns_state_bytes", "Compressed size of the last snapshot", ["partition"],
+            registry=r,
+        )  # fmt: skip
+
+    def restored(self, partition: int, seconds: float) -> None:
+        self.restore_seconds.observe(seconds)
+
+    def snapshotted(self, partition: int, size: int) -> None:
+        self.snapshots.inc()
+        self.state_bytes.labels(str(partition)).set(size)
+
+    def assigned(self, count: int) -> None:
+        self.assigned_partitions.set(count)
+
+
 class PatternStage:
-    """One member of the ``vigil patterns`` group; run() returns when stopped or idle."""
+    """One member of the ``vigil patterns`` group; run() returns when stopped or idle.
+
+    With clients injected (unit tests) no state is kept and delivery is at-least-once
+    unless ``delivery`` and ``read_state`` say otherwise.
+    """
 
     def __init__(
         self,
@@ -379,21 +506,42 @@ class PatternStage:
         *,
         consumer: ConsumerLike | None = None,
         producer: Producer | None = None,
+        delivery: Delivery | None = None,
+        read_state: ReadPartition | None = None,
+        metrics: StageMetrics | None = None,
     ) -> None:
         # No network here: clients are created in run().
         self.settings = settings
         self.config = settings.pattern_config()
         self._consumer = consumer
         self._producer = producer
-        self.partitions: dict[tuple[str, int], PartitionPatterns] = {}
+        self._delivery = delivery
+        self.metrics = metrics or StageMetrics()
+        self.health = Health()
+        self.owned: OwnedPartitions[PartitionPatterns] = OwnedPartitions(
+            fresh=self._fresh,
+            fingerprint=settings.fingerprint(),
+            read=read_state,
+            state_topic=settings.state_topic_name,
+            restore_timeout_s=settings.restore_timeout_s,
+            observer=self.metrics,
+        )
         self.summary = StageSummary()
-        self.delivery = DeliveryTracker()
+        self.http_port: int | None = None
         self._stopping = False
-        self._assigned: set[tuple[str, int]] = set()
+        self._out: Delivery | None = None
         self._idle_since = time.monotonic()
+
+    @property
+    def partitions(self) -> dict[tuple[str, int], PartitionPatterns]:
+        return {key: state.model for key, state in self.owned.states.items()}
+
+    def _fresh(self, partition: int) -> PartitionPatterns:
+        return PartitionPatterns(self.config, self.settings.lateness_s)
 
     def stop(self, *_: object) -> None:
         self._stopping = True
+        self.health.ready = False
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -403,20 +551,53 @@ class PatternStage:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
+    def _clients(self) -> tuple[ConsumerLike, Producer, Delivery]:
+        s = self.settings
+        exactly_once = s.guarantee == "exactly-once"
+        if self._consumer is None:
+            ensure_state_topic(s, s.observations_topic, input_setting="observations_topic")
+            if self.owned.read is None:
+                self.owned.read = self._read_state_partition
+        consumer = self._consumer or cast(ConsumerLike, Consumer(s.consumer_config()))
+        producer = self._producer or Producer(s.producer_config(transactional=exactly_once))
+        delivery = self._delivery
+        if delivery is None:
+            kind = ExactlyOnce if exactly_once and self._producer is None else AtLeastOnce
+            delivery = kind(producer, s.flush_timeout_s)
+        return consumer, producer, delivery
+
+    def _read_state_partition(self, partition: int) -> SnapshotAssembler:
+        return read_state_partition(self.settings, partition, self.settings.restore_timeout_s)
+
     def run(self) -> StageSummary:
         s = self.settings
-        consumer = self._consumer or cast(ConsumerLike, Consumer(s.consumer_config()))
-        producer = self._producer or Producer(s.producer_config())
+        consumer, producer, delivery = self._clients()
+        self._out = delivery
+        self.owned.bind(producer, delivery)
+        delivery.start()
+        server: ThreadingHTTPServer | None = None
+        if s.metrics_port is not None:
+            # serve() reads only the registry of what it is given.
+            server, self.http_port = serve(
+                cast(ServiceMetrics, self.metrics), self.health, s.metrics_host, s.metrics_port
+            )
+            log.info("http.listening", port=self.http_port)
         consumer.subscribe(
             [s.observations_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._idle_since = time.monotonic()
-        log.info("patterns.started", observations_topic=s.observations_topic, group=s.group)
+        log.info(
+            "patterns.started",
+            observations_topic=s.observations_topic,
+            group=s.group,
+            guarantee=s.guarantee,
+        )
         try:
             while not self._stopping:
+                self.health.beat()
                 messages = consumer.consume(s.batch_size, s.poll_timeout_s)
                 if not messages:
                     if getattr(consumer, "exhausted", False) or self._idle_long_enough(consumer):
@@ -424,15 +605,24 @@ class PatternStage:
                         break
                     continue
                 self._idle_since = time.monotonic()
-                self._process_batch(consumer, producer, messages)
+                try:
+                    self._process_batch(consumer, producer, delivery, messages)
+                except TransactionAbortedError:
+                    self.owned.rewind(consumer)
+                    self._refresh_ready()
         finally:
+            self.health.ready = False
             try:
-                flush_or_raise(producer, self.delivery, s.flush_timeout_s)
+                delivery.close()
             finally:
+                # close() revokes our partitions: _on_revoke snapshots them.
                 consumer.close()
+                if server is not None:
+                    server.shutdown()
             log.info(
                 "patterns.stopped",
                 observations=self.summary.observations,
+                replayed=self.summary.replayed,
                 dead_letters=self.summary.dead_letters,
                 alerts=self.summary.alerts,
                 statuses=self.summary.statuses,
@@ -440,10 +630,15 @@ class PatternStage:
         return self.summary
 
     def _process_batch(
-        self, consumer: ConsumerLike, producer: Producer, messages: list[Message]
+        self,
+        consumer: ConsumerLike,
+        producer: Producer,
+        delivery: Delivery,
+        messages: list[Message],
     ) -> None:
+        started = time.monotonic()
+        delivery.begin()
         processed: list[Record] = []
-        touched: dict[tuple[str, int], PartitionPatterns] = {}
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -453,24 +648,36 @@ class PatternStage:
                     log.warning("consumer.error", error=error.str(), code=error.name())
                 continue
             record = Record.of(msg)
+            state = self.owned.get(record.topic, record.partition)
+            if state.seen(record.offset):
+                continue
+            state.advance(record.offset)
             processed.append(record)
+            silent = state.silent(record.offset)
             decoded = decode_observation(record.key, record.value)
             if isinstance(decoded, BadObservation):
-                self._dead_letter(producer, record, decoded.reason, decoded.detail)
+                if not silent:
+                    self._dead_letter(producer, record, decoded.reason, decoded.detail)
                 continue
-            part = self._partition((record.topic, record.partition))
-            touched[(record.topic, record.partition)] = part
+            alerts = state.model.observe(decoded)
+            if silent:  # re-processing what was output before a restore: state only
+                self.summary.replayed += 1
+                continue
             self.summary.observations += 1
-            for alert in part.observe(decoded):
+            self.metrics.observations.inc()
+            for alert in alerts:
                 self._alert(producer, alert)
             producer.poll(0)
-        for part in touched.values():
-            for alert in part.advance():
-                self._alert(producer, alert)
-        flush_or_raise(producer, self.delivery, self.settings.flush_timeout_s)
-        offsets = next_offsets(processed)
-        commit_or_raise(consumer, offsets)
+        self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
+        offsets = self.owned.offsets_to_commit(processed)
+        delivery.commit(consumer, offsets)
+        self.metrics.commits.inc()
+        self.owned.finish_restores()
+        self._refresh_ready()
         self.summary.batches += 1
+        for (_, partition), state in self.owned.states.items():
+            self.metrics.open_patterns.labels(str(partition)).set(state.model.open_patterns)
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
         log.info(
             "batch.committed",
             batch=self.summary.batches,
@@ -478,23 +685,19 @@ class PatternStage:
             offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in offsets},
         )
 
-    def _partition(self, key: tuple[str, int]) -> PartitionPatterns:
-        part = self.partitions.get(key)
-        if part is None:
-            part = self.partitions[key] = PartitionPatterns(self.config, self.settings.lateness_s)
-        return part
-
     def _alert(self, producer: Producer, alert: dict[str, Any]) -> None:
+        assert self._out is not None
         producer.produce(
             self.settings.alerts_topic,
             key=alert["alert_id"].encode(),
             value=orjson.dumps(alert),
-            on_delivery=self.delivery.callback,
+            on_delivery=self._out.tracker.callback,
         )
-        self.delivery.sent()
+        self._out.tracker.sent()
         self.summary.alerts += 1
         status = alert["status"]
         self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
+        self.metrics.alerts.labels(status).inc()
         log.info(
             "pattern.alert",
             alert_id=alert["alert_id"],
@@ -505,54 +708,60 @@ class PatternStage:
         )
 
     def _dead_letter(self, producer: Producer, record: Record, reason: str, detail: str) -> None:
+        assert self._out is not None
         producer.produce(
             self.settings.dlq_topic,
             key=record.key,
             value=record.value,
             headers=dead_letter_headers(record, reason, detail),
-            on_delivery=self.delivery.callback,
+            on_delivery=self._out.tracker.callback,
         )
-        self.delivery.sent()
+        self._out.tracker.sent()
         self.summary.dead_letters += 1
+        self.metrics.dead_letters.labels(reason).inc()
         log.info("dead_letter", reason=reason, detail=detail[:200], offset=record.offset)
 
+    # -- partitions come and go (stream/owned_partitions.py does the work) ----------------
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # cooperative-sticky: the callbacks carry only the partitions that changed.
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
-        self._assigned.update((p.topic or "", p.partition or 0) for p in partitions)
+        self.owned.assign(consumer, partitions)
         self._idle_since = time.monotonic()
+        self._refresh_ready()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is committed before the next consume(); the next owner starts afresh.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
-        for p in partitions:
-            key = (p.topic or "", p.partition or 0)
-            self._assigned.discard(key)
-            self.partitions.pop(key, None)
+        self.owned.revoke(consumer, partitions)
+        self._refresh_ready()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions.lost", partitions=[p.partition for p in partitions])
+        self.owned.forget((p.topic or "", p.partition or 0) for p in partitions)
+        self._refresh_ready()
+
+    def _refresh_ready(self) -> None:
+        # Ready once assigned and every partition's state is restored and caught up.
+        owned = self.owned
+        self.health.ready = bool(owned.states) and not owned.restoring and not self._stopping
 
     def _idle_long_enough(self, consumer: ConsumerLike) -> bool:
-        """Nothing new for ``exit_when_idle`` seconds and caught up on every partition."""
+        """Nothing new for ``exit_when_idle`` seconds and caught up on every partition
+        (or, past a grace period, idle whatever the offsets say)."""
         limit = self.settings.exit_when_idle
         if limit is None:
             return False
-        if not self._assigned:
+        if not self.owned.states:
             limit += self.settings.session_timeout_ms / 1000
-        if time.monotonic() - self._idle_since < limit:
+        idle_s = time.monotonic() - self._idle_since
+        if idle_s < limit:
             return False
-        try:
-            assigned = consumer.assignment()
-            for tp in consumer.position(assigned) if assigned else []:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5)
-                if high > low and (tp.offset is None or tp.offset < high):
-                    committed = consumer.committed([tp], timeout=5)
-                    at = committed[0].offset if committed else -1
-                    if tp.offset is not None and tp.offset >= 0:
-                        at = tp.offset
-                    if at < high:
-                        return False
-        except Exception:  # a broker hiccup: try again on the next idle poll
-            log.debug("caught_up.unknown", exc_info=True)
-            return False
-        return True
+        if caught_up(consumer):
+            return True
+        if idle_s >= limit + IDLE_GRACE_S:
+            log.warning("patterns.idle_not_caught_up", seconds=round(idle_s, 1))
+            return True
+        return False
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -565,6 +774,12 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("group", str, "consumer group id (not the scoring service's)"),
     ("exit_when_idle", float, "exit after this many seconds without input"),
     ("lateness_s", float, "event-time slack before a quiet pattern resolves"),
+    ("guarantee", str, "exactly-once (default) or at-least-once"),
+    ("state_topic", str, "compacted topic of state snapshots (default <group>.state)"),
+    ("checkpoint_every", int, "records per partition between state snapshots"),
+    ("group_instance_id", str, "static membership, for rolling restarts"),
+    ("transactional_id", str, "stable per instance (default from group and instance)"),
+    ("metrics_port", int, "serve /metrics, /healthz and /readyz on this port"),
     ("base_rate", float, "share of events the scorer flags (1 - its quantile)"),
     ("log_level", str, "debug, info, warning or error"),
 )
@@ -593,5 +808,9 @@ def patterns_cli(argv: Sequence[str]) -> int:
     configure_logging(settings.log_level)
     stage = PatternStage(settings)
     stage.install_signal_handlers()
-    stage.run()
+    try:
+        stage.run()
+    except ConfigError as exc:  # e.g. the observations topic does not exist
+        print(f"vigil patterns: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -1,5 +1,7 @@
 """The state topic: where each input partition's snapshots live (Kafka I/O only).
 
+Used by every stage that keeps state: the detector service and ``vigil patterns``.
+
 A compacted topic with at least as many partitions as the input; input partition ``p``
 writes to and restores from state partition ``p``. Restoring reads that partition from
 the beginning to its end with ``read_committed``, so a snapshot in an aborted or still
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -32,17 +35,43 @@ STATE_TOPIC_CONFIG = {
 }
 
 
+class StateTopicSettings(Protocol):
+    """What the state topic's I/O needs of a stage's settings (``ServiceSettings``,
+    ``PatternStageSettings``)."""
+
+    @property
+    def state_topic_name(self) -> str: ...
+
+    def kafka_common(self) -> dict[str, str | int | float | bool]: ...
+
+
 def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
     """Create the state topic (compacted, as many partitions as the input) and the
     observations topic if missing, and check the state topic has enough partitions.
     Returns the input's partition count."""
+    also = [settings.observations_topic] if settings.observations else []
+    return ensure_state_topic(settings, settings.input_topic, also=also, timeout_s=timeout_s)
+
+
+def ensure_state_topic(
+    settings: StateTopicSettings,
+    input_topic: str,
+    *,
+    input_setting: str = "input_topic",
+    also: Sequence[str] = (),
+    timeout_s: float = 30.0,
+) -> int:
+    """Create the state topic of ``input_topic`` (compacted, as many partitions as the
+    input) and the plain topics ``also`` if missing; check the state topic has enough
+    partitions. Returns the input's partition count; ``input_setting`` names the input in
+    errors."""
     admin = AdminClient(settings.kafka_common())
     metadata = admin.list_topics(timeout=timeout_s)
-    source = metadata.topics.get(settings.input_topic)
+    source = metadata.topics.get(input_topic)
     if source is None or source.error is not None or not source.partitions:
+        bootstrap = settings.kafka_common().get("bootstrap.servers")
         raise ConfigError(
-            f"setting 'input_topic': topic {settings.input_topic!r} does not exist "
-            f"on {settings.bootstrap}"
+            f"setting '{input_setting}': topic {input_topic!r} does not exist on {bootstrap}"
         )
     wanted = len(source.partitions)
     state = metadata.topics.get(settings.state_topic_name)
@@ -54,10 +83,10 @@ def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
     missing = {}
     if state is None or state.error is not None:
         missing[settings.state_topic_name] = STATE_TOPIC_CONFIG
-    if settings.observations:
-        seen = metadata.topics.get(settings.observations_topic)
+    for name in also:
+        seen = metadata.topics.get(name)
         if seen is None or seen.error is not None:
-            missing[settings.observations_topic] = {}
+            missing[name] = {}
     _create(admin, missing, wanted, timeout_s)
     return wanted
 
@@ -88,7 +117,7 @@ def _create(
 
 
 def read_state_partition(
-    settings: ServiceSettings, partition: int, timeout_s: float
+    settings: StateTopicSettings, partition: int, timeout_s: float
 ) -> SnapshotAssembler:
     """Every committed record of one state partition, from its beginning to its end now."""
     found = SnapshotAssembler()

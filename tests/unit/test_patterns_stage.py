@@ -3,16 +3,20 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 from jsonschema import Draft202012Validator
 
 import schemas
 from schemas import ALERT_SCHEMA, load_schema
 from schemas.validation import validate_alert, validate_dead_letter_headers
+from stream.checkpoint import SnapshotAssembler
+from stream.delivery import AtLeastOnce, TransactionAbortedError
 from stream.observations import Decoded, decode_observation
 from stream.patterns_stage import (
     PartitionPatterns,
@@ -132,12 +136,12 @@ def test_quiet_patterns_resolve_in_event_time() -> None:
     open_ids = {a["alert_id"] for a in alerts} - {
         a["alert_id"] for a in alerts if a["status"] == "resolved"
     }
-    # One late, normal observation far in event time resolves every open pattern.
+    # One late, normal observation far in event time resolves every open pattern: the
+    # resolutions come with it, before anything it causes itself.
     late = max(d.observation.t for d in decoded) + 3 * 3600.0
     far = decode_observation(b"country:ZZ", orjson.dumps({"v": 1, "t": late, "a": False, "w": 8}))
     assert isinstance(far, Decoded)
-    part.observe(far)
-    resolved = part.advance()
+    resolved = part.observe(far)
     assert {a["alert_id"] for a in resolved} == open_ids
     for alert in resolved:
         assert alert["status"] == "resolved"
@@ -202,3 +206,185 @@ def test_the_documented_pattern_alert_is_valid() -> None:
     assert REFERENCE.is_valid(alert)
     assert alert["kind"] == "pattern"
     assert alert["alert_id"] == pattern_alert_id(alert["pattern"]["pattern_id"])
+
+
+# -- state across restarts, rebalances and aborted transactions (fakes) ---------------------
+
+STATE_TOPIC = "patterns.state"  # the default: <group>.state
+
+
+@dataclass
+class StateProducer(FakeProducer):
+    """Also takes the ``partition`` that snapshots are produced with."""
+
+    def produce(self, topic: str, *args: Any, partition: int | None = None, **kw: Any) -> None:
+        super().produce(topic, *args, **kw)
+
+    def state_topic(self) -> SnapshotAssembler:
+        found = SnapshotAssembler()
+        for p in self.delivered:
+            if p.topic == STATE_TOPIC:
+                found.add(p.key, p.value)
+        return found
+
+
+@dataclass
+class OwningConsumer(FakeConsumer):
+    """Owns partition 0 of the observations: reads from wherever the stage assigns or
+    seeks it, remembers the group's committed offset, and revokes on close if asked."""
+
+    messages: list[FakeMessage] = field(default_factory=list)
+    end: int = 0  # the partition's end for this life (a crash after it)
+    batch: int = 500
+    committed_at: int = -1001
+    revoke_on_close: bool = False
+    starts: list[int] = field(default_factory=list)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+
+    def subscribe(self, topics: list[str], **kwargs: Any) -> None:
+        self.callbacks = kwargs
+        kwargs["on_assign"](self, [TopicPartition(TOPIC, 0)])
+
+    def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.committed_at) for tp in partitions]
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> list[Any]:
+        super().commit(offsets=offsets, asynchronous=asynchronous)
+        for tp in offsets:
+            self.committed_at = tp.offset
+        return offsets
+
+    def incremental_assign(self, starts: list[TopicPartition]) -> None:
+        (start,) = starts
+        self.seek(start)
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.starts.append(partition.offset)
+        rest = self.messages[max(partition.offset, 0) : self.end]
+        self.batches = [rest[i : i + self.batch] for i in range(0, len(rest), self.batch)]
+
+    def close(self) -> None:
+        if self.revoke_on_close:
+            self.callbacks["on_revoke"](self, [TopicPartition(TOPIC, 0)])
+        super().close()
+
+
+class AbortingDelivery(AtLeastOnce):
+    """Transactions on the fake producer: nothing is delivered before the commit, and
+    the ``fail_at``-th commit aborts instead (what was produced in it is dropped)."""
+
+    def __init__(self, producer: StateProducer, fail_at: int) -> None:
+        super().__init__(cast(Any, producer), 1.0)
+        self.fake, self.fail_at, self.commits = producer, fail_at, 0
+
+    def commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
+        self.commits += 1
+        if self.commits == self.fail_at:
+            self.fake._pending.clear()
+            self.tracker.pending = 0
+            raise TransactionAbortedError("aborted by the test")
+        super().commit(consumer, offsets)
+
+
+def stateful_run(
+    messages: list[FakeMessage],
+    *,
+    end: int,
+    state: StateProducer | None = None,
+    committed: int = -1001,
+    batch: int = 500,
+    revoke_on_close: bool = False,
+    fail_at: int | None = None,
+) -> tuple[PatternStage, StateProducer, OwningConsumer]:
+    """One life of a stage that keeps state: restores from ``state``'s state topic and
+    the group's ``committed`` offset, reads to ``end``, then stops (or crashes)."""
+    journal: list[str] = []
+    producer = StateProducer(journal)
+    if state is not None:  # the topic so far: what earlier lives delivered
+        producer.delivered = [p for p in state.delivered if p.topic == STATE_TOPIC]
+    consumer = OwningConsumer(
+        journal, [], messages=messages, end=end, batch=batch, committed_at=committed,
+        revoke_on_close=revoke_on_close,
+    )  # fmt: skip
+    delivery = (
+        AtLeastOnce(cast(Any, producer), 1.0)
+        if fail_at is None
+        else AbortingDelivery(producer, fail_at)
+    )
+    stage = PatternStage(
+        settings(checkpoint_every=1200),
+        consumer=cast(Any, consumer),
+        producer=cast(Any, producer),
+        delivery=delivery,
+        read_state=lambda partition: producer.state_topic(),
+    )
+    consumer.exhausted = True  # type: ignore[attr-defined]
+    stage.run()
+    return stage, producer, consumer
+
+
+def observation_messages() -> tuple[list[FakeMessage], list[dict[str, Any]]]:
+    """The observations of 8000 events on one partition, and the alerts of a stage that
+    reads them without interruption."""
+    records = list(scored_traffic(events=8000, seed=3).records)
+    messages = [FakeMessage(TOPIC, 0, i, value, key) for i, (key, value) in enumerate(records)]
+    _, producer, _, _ = run_stage(records, batch=700)
+    return messages, alerts_of(producer)
+
+
+def test_a_restart_resumes_from_the_snapshot_and_replays_silently_to_the_commit() -> None:
+    messages, want = observation_messages()
+    cut = 5000
+    first, state, consumer = stateful_run(messages, end=cut)  # then killed: no revoke
+    assert consumer.committed_at == cut
+    assert first.summary.replayed == 0
+    # Batches of another size, from the last snapshot (every 1200 records, at batch ends).
+    second, after, consumer2 = stateful_run(
+        messages, end=len(messages), state=state, committed=cut, batch=300
+    )
+    assert consumer2.starts == [4500]
+    assert second.summary.replayed == cut - 4500
+    assert second.summary.observations == len(messages) - cut
+    assert all(tp.offset > cut for c in consumer2.commits for tp in c)
+    # Exactly the alerts of the uninterrupted run: same ids, sequences and content.
+    assert alerts_of(state) + alerts_of(after) == want
+    assert second.health.ready is False  # stopped
+    assert second.owned.states[(TOPIC, 0)].restoring_since is None
+
+
+def test_a_pattern_open_across_a_handover_keeps_its_id_and_sequence() -> None:
+    messages, want = observation_messages()
+    cut = 5200
+    _, state, _ = stateful_run(messages, end=cut, revoke_on_close=True)
+    second, after, consumer = stateful_run(messages, end=len(messages), state=state, committed=cut)
+    assert consumer.starts == [cut]  # the revoke's snapshot: nothing to re-process
+    assert second.summary.replayed == 0
+    before, later = alerts_of(state), alerts_of(after)
+    assert before + later == want
+    spanning = {a["alert_id"] for a in before} & {a["alert_id"] for a in later}
+    assert spanning, "no pattern was open across the handover"
+    for alert_id in spanning:
+        steps = [a["sequence"] for a in before + later if a["alert_id"] == alert_id]
+        assert steps == list(range(1, len(steps) + 1))
+
+
+def test_without_a_snapshot_the_state_is_rebuilt_from_the_first_offset() -> None:
+    messages, want = observation_messages()
+    cut = 3000
+    _, state, _ = stateful_run(messages, end=cut)
+    state.delivered = []  # no usable snapshot: replay [0, C) silently
+    second, after, consumer = stateful_run(messages, end=len(messages), state=state, committed=cut)
+    assert consumer.starts == [0]
+    assert second.summary.replayed == cut
+    later = alerts_of(after)
+    assert 0 < len(later) < len(want)
+    assert want[-len(later) :] == later
+
+
+def test_an_aborted_transaction_rewinds_to_the_snapshot_and_loses_nothing() -> None:
+    messages, want = observation_messages()
+    stage, producer, consumer = stateful_run(messages, end=len(messages), fail_at=6)
+    # Snapshot at 1500 (batch 3); batch 6 (records 2500-3000) aborted, read again from 1500.
+    assert consumer.starts == [0, 1500]
+    assert stage.summary.replayed == 2500 - 1500
+    assert alerts_of(producer) == want

@@ -58,8 +58,15 @@ class Protected:
     ) -> FloatArray:
         """Score each row, then learn it unless it scored above the cutoff or is excluded.
 
-        Row by row, because whether a row is learned depends on its own score.
+        Row by row, because whether a row is learned depends on its own score (with an
+        infinite cutoff only the mask decides, and runs go through the inner batch path).
         """
+        if self.cutoff == np.inf:
+            scores = score_learn_except(self.inner, rows, exclude)
+            skipped = 0 if exclude is None else int(np.count_nonzero(exclude))
+            self.skipped += skipped
+            self.learned += len(rows) - skipped
+            return scores
         scores = np.empty(len(rows), dtype=np.float64)
         for i in range(len(rows)):
             row = rows[i : i + 1]
@@ -70,3 +77,38 @@ class Protected:
                 self.inner.learn_many(row)
                 self.learned += 1
         return scores
+
+
+def score_learn_except(
+    detector: Detector, rows: FloatArray, exclude: Sequence[bool] | None
+) -> FloatArray:
+    """Score every row before learning it, but learn only the rows not excluded.
+
+    Exactly the row-by-row semantics: an excluded row leaves the model as it was, so each
+    run of learned rows goes through the detector's own vectorised ``score_learn_many``
+    and each run of excluded rows through ``score_many``.
+
+    >>> from detectors.hst import HalfSpaceTrees
+    >>> a = HalfSpaceTrees(("x",), n_trees=3, height=3, window_size=4, seed=1)
+    >>> b = HalfSpaceTrees(("x",), n_trees=3, height=3, window_size=4, seed=1)
+    >>> rows = np.linspace(0, 1, 12).reshape(-1, 1)
+    >>> mask = [i % 3 == 0 for i in range(12)]
+    >>> kept = np.array([not m for m in mask])
+    >>> got = score_learn_except(a, rows, mask)
+    >>> want = b.score_learn_many(rows[kept])
+    >>> bool(np.allclose(got[kept], want))
+    True
+    """
+    if exclude is None or not any(exclude):
+        return detector.score_learn_many(rows)
+    scores = np.empty(len(rows), dtype=np.float64)
+    start = 0
+    while start < len(rows):
+        skip = bool(exclude[start])
+        stop = start + 1
+        while stop < len(rows) and bool(exclude[stop]) == skip:
+            stop += 1
+        part = rows[start:stop]
+        scores[start:stop] = detector.score_many(part) if skip else detector.score_learn_many(part)
+        start = stop
+    return scores

@@ -26,7 +26,7 @@ from detectors.explain_hst import PathExplainer
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
 from detectors.hst import HalfSpaceTrees
 from detectors.iforest import FlatForest, IsolationForestASD
-from detectors.protect import Protected
+from detectors.protect import Protected, score_learn_except
 from detectors.protocol import Detector
 from detectors.river_hst import RiverHalfSpaceTrees
 from detectors.threshold import QuantileThreshold
@@ -213,6 +213,11 @@ class _TypeModel:
             for c in credits
         )
 
+    def score_learn(self, rows: np.ndarray, exclude: Sequence[bool] | None) -> np.ndarray:
+        if isinstance(self.detector, Protected):
+            return self.detector.score_learn_many(rows, exclude)
+        return score_learn_except(self.detector, rows, exclude)
+
     def row(self, raw: Mapping[str, float]) -> list[float]:
         return [spec.squash(raw[spec.name]) for spec in self.specs]
 
@@ -245,8 +250,15 @@ class EventScorer:
             raise ValueError(result.detail)
         return result
 
-    def score_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Unscorable]:
-        """Score ``events`` in order; identical to scoring them one by one."""
+    def score_batch(
+        self, events: Sequence[Mapping[str, Any]], exclude: Sequence[bool] | None = None
+    ) -> list[Scored | Unscorable]:
+        """Score ``events`` in order; identical to scoring them one by one.
+
+        ``exclude[i]`` keeps event ``i`` out of its detector's learning (it is still
+        scored, and its entities' feature state still updated): the learning guard for
+        events of open patterns or of entities labeled as fraud.
+        """
         results: list[Scored | Unscorable | None] = [None] * len(events)
         raw_of: dict[int, dict[str, float]] = {}
         rows_by_type: dict[str, list[list[float]]] = {}
@@ -268,9 +280,12 @@ class EventScorer:
             model = self._models[event_type]
             indices = index_by_type[event_type]
             array = np.asarray(rows, dtype=np.float64)
+            skip = None if exclude is None else [bool(exclude[i]) for i in indices]
             for start, stop in model.chunks(len(rows)):
                 model.before_chunk()
-                scores = model.detector.score_learn_many(array[start:stop])
+                scores = model.score_learn(
+                    array[start:stop], None if skip is None else skip[start:stop]
+                )
                 for j, score in zip(range(start, stop), scores, strict=True):
                     i = indices[j]
                     results[i] = model.judge(

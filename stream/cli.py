@@ -29,6 +29,7 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("group_instance_id", str, "static group membership id (stable across restarts)"),
     ("labels_topic", str, "reviewers' labels: hold event alerts below the precision target"),
     ("target_precision", float, "precision the labels' thresholds aim at (default 0.9)"),
+    ("pattern_alerts_topic", str, "pattern alerts: events of open patterns are not learned"),
 )
 
 

@@ -1,17 +1,17 @@
-"""Reviewers' labels, read from the labels topic by every instance (Kafka I/O only).
+"""Feedback topics every instance follows whole: reviewers' labels and pattern alerts.
 
-Thresholds are per detector and segment, not per input partition, so each instance reads
-*all* of the labels topic (assigned, no group: nothing to commit) from the beginning at
-start-up and then whatever arrives between batches. The labels topic is the durable
-record of the thresholds: a restarted instance rebuilds them from it in well under a
-second for thousands of labels.
+Thresholds are per detector and segment and the learning guard is global, neither per
+input partition, so each instance reads *all* of such a topic (assigned, no group:
+nothing to commit) from the beginning at start-up and then whatever arrives between
+batches. The topic is the durable record of what it feeds: a restarted instance rebuilds
+its thresholds from the labels topic in well under a second for thousands of labels.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -22,14 +22,40 @@ from schemas.validation import validate_label
 from stream.kafka_io import VigilKafkaError
 from stream.settings import ServiceSettings
 
-log = structlog.get_logger("vigil.labels")
+log = structlog.get_logger("vigil.feedback")
 
 
-class LabelFeed:
-    def __init__(self, settings: ServiceSettings, topic: str) -> None:
+def decode_label(value: bytes | None) -> dict[str, Any]:
+    """A label per the contract, or ``ValueError``."""
+    label = orjson.loads(value or b"")
+    validate_label(label)
+    return dict(label)
+
+
+def decode_pattern_alert(value: bytes | None) -> dict[str, Any] | None:
+    """A pattern alert's latest state; None for the event alerts sharing the topic."""
+    alert = orjson.loads(value or b"")
+    if not isinstance(alert, dict):
+        raise ValueError("not a JSON object")
+    if alert.get("kind") != "pattern":
+        return None
+    pattern = alert.get("pattern")
+    if not isinstance(pattern, dict) or not isinstance(pattern.get("members"), list):
+        raise ValueError("a pattern alert without pattern.members")
+    return alert
+
+
+class TopicFollower:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        topic: str,
+        decode: Callable[[bytes | None], dict[str, Any] | None],
+    ) -> None:
         self.topic = topic
+        self._decode = decode
         config: dict[str, Any] = {
-            "group.id": f"vigil-labels-{uuid.uuid4()}",  # assign() only: nothing is committed
+            "group.id": f"vigil-feedback-{uuid.uuid4()}",  # assign() only: nothing is committed
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
@@ -42,11 +68,11 @@ class LabelFeed:
         self._partitions: list[int] = []
 
     def start(self, timeout_s: float) -> Iterator[dict[str, Any]]:
-        """Every label already on the topic (blocking until each partition's end)."""
+        """Everything already on the topic (blocking until each partition's end)."""
         metadata = self._consumer.list_topics(self.topic, timeout=timeout_s)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
-            raise VigilKafkaError(f"labels topic {self.topic!r} does not exist")
+            raise VigilKafkaError(f"topic {self.topic!r} does not exist")
         self._partitions = sorted(topic.partitions)
         self._consumer.assign(
             [TopicPartition(self.topic, p, 0) for p in self._partitions]  # 0: from the start
@@ -54,11 +80,11 @@ class LabelFeed:
         deadline = time.monotonic() + timeout_s
         while len(self._at_end) < len(self._partitions):
             if time.monotonic() > deadline:
-                raise VigilKafkaError(f"labels topic {self.topic!r} not read to its end in time")
+                raise VigilKafkaError(f"topic {self.topic!r} not read to its end in time")
             yield from self._read(timeout_s=0.5)
 
     def poll(self) -> Iterator[dict[str, Any]]:
-        """Labels that arrived since the last call; never waits."""
+        """What arrived since the last call; never waits."""
         yield from self._read(timeout_s=0.0)
 
     def _read(self, timeout_s: float) -> Iterator[dict[str, Any]]:
@@ -68,17 +94,19 @@ class LabelFeed:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add(msg.partition() or 0)
                 else:
-                    log.warning("labels.consumer_error", error=error.str())
+                    log.warning("feedback.consumer_error", error=error.str())
                 continue
             try:
-                label = orjson.loads(msg.value() or b"")
-                validate_label(label)
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                # The record stays on the labels topic; skipping it here loses nothing.
+                item = self._decode(msg.value())
+            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+                # The record stays on its topic; skipping it here loses nothing.
                 self.invalid += 1
-                log.warning("labels.invalid", offset=msg.offset(), reason=str(exc)[:200])
+                log.warning(
+                    "feedback.invalid", topic=self.topic, offset=msg.offset(), reason=str(exc)[:200]
+                )
                 continue
-            yield label
+            if item is not None:
+                yield item
 
     def close(self) -> None:
         self._consumer.close()

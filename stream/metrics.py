@@ -54,6 +54,14 @@ class ServiceMetrics:
             ["event_type"],
             registry=r,
         )
+        self.not_learned = Counter(
+            "vigil_events_not_learned",
+            "Events scored but kept out of learning by the guard",
+            registry=r,
+        )
+        self.guarded = Gauge(
+            "vigil_guard_blocked", "What the learning guard blocks", ["kind"], registry=r
+        )
         self.snapshots = Counter("vigil_state_snapshots", "State snapshots written", registry=r)
         self.state_bytes = Gauge(
             "vigil_state_bytes", "Compressed size of the last snapshot", ["partition"], registry=r

@@ -51,6 +51,8 @@ def make_label(
         "segment": alert["event_type"],
         "score": alert["score"],
     }
+    if "entity" in alert:
+        label["entity"] = {"type": alert["entity"]["type"], "id": alert["entity"]["id"]}
     validate_label(label)
     return label
 
@@ -91,6 +93,12 @@ def _produce(bootstrap: str, topic: str, labels: Sequence[dict[str, Any]]) -> No
         tracker.sent()
         producer.poll(0)
     flush_or_raise(producer, tracker, 30.0)
+
+
+def produce_labels(bootstrap: str, topic: str, labels: Sequence[dict[str, Any]]) -> None:
+    """Send ``labels`` (made by ``make_label``) to ``topic``, keyed by alert id; raises if
+    any is not acknowledged."""
+    _produce(bootstrap, topic, labels)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from detectors.guard import LearningGuard
 from detectors.label_gate import LabelGate
 from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
@@ -27,6 +28,7 @@ from stream.alerts import SourceCoordinates, event_alert
 from stream.checkpoint import fingerprint
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
 from stream.faults import FaultInjector
+from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
 from stream.kafka_io import (
     Record,
     VigilKafkaError,
@@ -34,7 +36,6 @@ from stream.kafka_io import (
     next_offsets,
     producer_config,
 )
-from stream.label_feed import LabelFeed
 from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import observation_records
 from stream.partition_state import PartitionState, ReadPartition, resume
@@ -65,6 +66,7 @@ class RunSummary:
     dead_letters: int = 0
     alerts: int = 0
     held_by_labels: int = 0  # flagged, but below the threshold reviewers' labels set
+    not_learned: int = 0  # scored, but kept out of learning by the guard
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -173,7 +175,9 @@ class Service:
         self._live: Producer | None = None
         self._out: Delivery | None = None
         self.gate = LabelGate(target=settings.target_precision, min_labels=settings.min_labels)
-        self._label_feed: LabelFeed | None = None
+        self._label_feed: TopicFollower | None = None
+        self._pattern_feed: TopicFollower | None = None
+        self.guard = LearningGuard()
 
     @property
     def scorers(self) -> dict[tuple[str, int], EventScorer]:
@@ -219,8 +223,13 @@ class Service:
         self._live, self._out = producer, delivery
         delivery.start()
         if settings.labels_topic is not None:
-            self._label_feed = LabelFeed(settings, settings.labels_topic)
+            self._label_feed = TopicFollower(settings, settings.labels_topic, decode_label)
             self._apply_labels(self._label_feed.start(settings.restore_timeout_s))
+        if settings.pattern_alerts_topic is not None:
+            self._pattern_feed = TopicFollower(
+                settings, settings.pattern_alerts_topic, decode_pattern_alert
+            )
+            self._apply_patterns(self._pattern_feed.start(settings.restore_timeout_s))
         server = None
         if settings.metrics_port is not None:
             server, self.http_port = serve(
@@ -255,6 +264,8 @@ class Service:
                 self._idle_since = time.monotonic()
                 if self._label_feed is not None:
                     self._apply_labels(self._label_feed.poll())
+                if self._pattern_feed is not None:
+                    self._apply_patterns(self._pattern_feed.poll())
                 try:
                     self._process_batch(consumer, producer, delivery, messages)
                 except TransactionAbortedError:
@@ -268,8 +279,9 @@ class Service:
                 # With cooperative-sticky, close() revokes our partitions: _on_revoke
                 # snapshots them, so a clean restart has nothing to re-score.
                 consumer.close()
-                if self._label_feed is not None:
-                    self._label_feed.close()
+                for feed in (self._label_feed, self._pattern_feed):
+                    if feed is not None:
+                        feed.close()
                 if server is not None:
                     server.shutdown()
             log.info(
@@ -278,6 +290,7 @@ class Service:
                 dead_letters=self.summary.dead_letters,
                 alerts=self.summary.alerts,
                 held_by_labels=self.summary.held_by_labels,
+                not_learned=self.summary.not_learned,
                 elapsed_s=round(self.summary.elapsed_s, 3),
             )
         return self.summary
@@ -466,7 +479,13 @@ class Service:
             by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
         for key, items in by_partition.items():
             state = self.partitions[key]
-            results = state.model.score_batch([event for _, event in items])
+            events = [event for _, event in items]
+            exclude = None
+            if self._label_feed is not None or self._pattern_feed is not None:
+                exclude = [self.guard.blocks(event) for event in events]
+                self.metrics.not_learned.inc(sum(exclude))
+                self.summary.not_learned += sum(exclude)
+            results = state.model.score_batch(events, exclude)
             for (record, event), result in zip(items, results, strict=True):
                 if not state.silent(record.offset):
                     self._output(producer, record, event, result)
@@ -596,24 +615,32 @@ class Service:
         verdicts = {"true_positive": True, "false_positive": False, "unsure": None}
         count = 0
         for label in labels:
+            verdict = verdicts[label["verdict"]]
             self.gate.add(
-                label["alert_id"],
-                label["detector"],
-                label["segment"],
-                label["score"],
-                verdicts[label["verdict"]],
+                label["alert_id"], label["detector"], label["segment"], label["score"], verdict
             )
+            entity = label.get("entity")
+            if verdict and entity is not None:
+                self.guard.fraud(f"{entity['type']}:{entity['id']}")
             count += 1
         if not count:
             return
+        self.metrics.guarded.labels("fraud_entities").set(self.guard.fraud_entities)
         self.metrics.label_threshold.clear()
         for st in self.gate.state():
             self.metrics.label_threshold.labels(st["detector"], st["segment"], st["source"]).set(
                 st["threshold"]
             )
-            for verdict in ("true", "false", "unsure"):
-                self.metrics.labels.labels(st["detector"], st["segment"], verdict).set(st[verdict])
+            for name, count_of in (("true", st["true"]), ("false", st["false"])):
+                self.metrics.labels.labels(st["detector"], st["segment"], name).set(count_of)
+            self.metrics.labels.labels(st["detector"], st["segment"], "unsure").set(st["unsure"])
         log.info("labels.applied", labels=count, segments=self.gate.state())
+
+    def _apply_patterns(self, alerts: Iterable[dict[str, Any]]) -> None:
+        for alert in alerts:
+            pattern = alert["pattern"]
+            self.guard.pattern(pattern["pattern_id"], pattern["members"], alert.get("status", ""))
+        self.metrics.guarded.labels("patterns").set(self.guard.open_patterns)
 
     def _observe(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored

@@ -49,6 +49,10 @@ class ServiceSettings(BaseModel):
     labels_topic: str | None = Field(default=None, min_length=1)
     target_precision: float = Field(default=0.9, gt=0, lt=1)
     min_labels: int = Field(default=30, ge=1, description="decisive labels before gating")
+    # Learning guard: events of open patterns (and of entities labeled fraud) not learned.
+    pattern_alerts_topic: str | None = Field(
+        default=None, min_length=1, description="where `vigil patterns` writes its alerts"
+    )
     # Delivery and state.
     guarantee: Literal["exactly-once", "at-least-once"] = Field(
         default="exactly-once",

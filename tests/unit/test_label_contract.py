@@ -94,7 +94,7 @@ def test_schema_is_closed_and_every_property_described() -> None:
     assert schema["additionalProperties"] is False
     for name, child in schema["properties"].items():
         assert child.get("description"), name
-    assert set(schema["required"]) == set(schema["properties"]) - {"reason"}
+    assert set(schema["required"]) == set(schema["properties"]) - {"reason", "entity"}
 
 
 def test_timestamp_is_the_event_contracts() -> None:

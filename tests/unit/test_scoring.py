@@ -173,3 +173,19 @@ def test_explainer_ranks_the_deviating_feature_first():
     reasons = explainer.explain({"a": 10.0, "b": -20.0})
     assert reasons[0].feature == "b"
     assert reasons[0].direction == "low"
+
+
+@pytest.mark.parametrize("engine", ["hst", "iforest"])
+def test_excluded_events_are_scored_but_not_learned_however_batched(engine):
+    config = ScoringConfig(engine=engine, warmup=30, window_size=40, quantile=0.9, seed=3)
+    events = list(_stream(600, attack_every=7))
+    mask = [i % 5 == 0 for i in range(len(events))]
+    batched = EventScorer(config).score_batch(events, mask)
+    one_by_one = EventScorer(config)
+    single = [one_by_one.score_batch([e], [m])[0] for e, m in zip(events, mask, strict=True)]
+    assert batched == single
+    # The guard matters: learning everything gives other scores later on.
+    learned_all = EventScorer(config).score_batch(events)
+    assert [r.score for r in learned_all] != [r.score for r in batched]  # type: ignore[union-attr]
+    # Excluding nothing is learning everything.
+    assert EventScorer(config).score_batch(events, [False] * len(events)) == learned_all

@@ -1,166 +1,217 @@
-"""``vigil demo``: the whole pipeline on one machine, then a summary against the labels."""
+"""``vigil demo``: the whole loop on one machine, then what on-call sees.
+
+Phase 1 (the first part of the traffic) runs through the scoring service and the pattern
+stage; a simulated reviewer labels up to ``--max-labels`` alerts as they arrived; phase 2
+(the rest) runs through the same groups, the service restoring its state from its
+snapshots and holding back event alerts the labels say are below the precision target.
+The summary scores phase 2 against the generator's ground truth (stream/demo_measure.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from detectors.evaluation import Label, evaluate, format_evaluation
+from detectors.evaluation import evaluate
+from detectors.oncall_eval import PATTERN, current_alerts
 from detectors.scoring import ENGINES
 from stream import kafka_local
-from stream.logs import configure_logging
-from stream.service import RunSummary, Service
-from stream.settings import load_settings
-from stream.topic_reader import read_topic
-from stream.traffic.generator import GeneratedRecord, TrafficConfig, generate
-from stream.traffic.sinks import produce_to_kafka
+from stream.demo_logs import gate_segments, restore_figures
+from stream.demo_measure import flagged_events, measure_phase, phase_alerts, read_alert_records
+from stream.demo_report import DemoOutcome, event_examples, pattern_examples, summary
+from stream.demo_review import Review, simulate_review
+from stream.demo_stages import DemoTopics, PatternStageProcess, run_service, service_settings
+from stream.demo_traffic import PhasedTraffic
+from stream.review import produce_labels
+from stream.service import RunSummary
+from stream.topic_reader import end_offsets, read_topic
+from stream.traffic.generator import TrafficConfig
+
+STEPS = 6
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def demo_cli(argv: Sequence[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil demo", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--engine", default="hst", choices=ENGINES)
+    parser.add_argument("--phase1-share", type=float, default=0.5, help="of the events")
+    parser.add_argument("--max-labels", type=int, default=200, help="the reviewer's budget")
+    parser.add_argument("--min-labels", type=int, default=30, help="per segment, to gate")
+    parser.add_argument("--quantile", type=float, default=0.995, help="the alert budget")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--attack-rate", type=float, default=1e-4, help="per type and event")
+    parser.add_argument("--no-attacks", action="store_true", help="attack rate 0")
     parser.add_argument("--workdir", type=Path, default=kafka_local.DEFAULT_WORKDIR)
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"), help="use this broker"
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def demo_cli(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
     broker: kafka_local.LocalKafka | None = None
     bootstrap = args.bootstrap
     running = kafka_local.status(args.workdir) if bootstrap is None else None
     if running is not None:
         bootstrap = running.bootstrap  # started by `vigil kafka start`: use it, leave it up
     if bootstrap is None:
-        _say("[1/5] starting a local Kafka (first run downloads the jars with Maven)...")
+        _say("starting a local Kafka (first run downloads the jars with Maven)...")
         kafka_local.ensure_jars(args.workdir)
         broker = kafka_local.start(args.workdir, progress=sys.stderr)
         bootstrap = broker.bootstrap
     _say(f"      Kafka at {bootstrap}")
     try:
-        return _demo(args, bootstrap)
+        print(summary(run_demo(args, bootstrap)))
+        return 0
     finally:
         if broker is not None:
-            _say("[5/5] stopping Kafka")
+            _say("stopping Kafka")
             kafka_local.stop_handle(broker)
 
 
-def _examples(alerts: list[dict[str, Any]], labels: list[Label]) -> list[dict[str, Any]]:
-    """One caught alert per attack type, to show what on-call would read."""
-    attack_of = {label.event_id: label.attack for label in labels if label.attack}
-    shown: dict[str, dict[str, Any]] = {}
-    for alert in alerts:
-        attack = attack_of.get(alert["event_ids"][0])
-        if attack is not None and attack not in shown and alert["explanation"]:
-            shown[attack] = alert
-    return [shown[k] for k in sorted(shown)]
+def _progress(step: int) -> Callable[[RunSummary], None]:
+    last = [0]
 
-
-def _demo(args: argparse.Namespace, bootstrap: str) -> int:
-    run_id = uuid.uuid4().hex[:8]
-    topics = {
-        "input": f"vigil-demo-events-{run_id}",
-        "alerts": f"vigil-demo-alerts-{run_id}",
-        "dlq": f"vigil-demo-dlq-{run_id}",
-    }
-    kafka_local.create_topics(
-        bootstrap, {topics["input"]: args.partitions, topics["alerts"]: 1, topics["dlq"]: 1}
-    )
-
-    _say(f"[2/5] producing {args.events:,} events (seed {args.seed}, attacks injected)...")
-    config = TrafficConfig(events=args.events, seed=args.seed, bad_fraction=args.bad_fraction)
-    labels: list[Label] = []
-    malformed: Counter[str] = Counter()
-
-    def labelled() -> Iterator[GeneratedRecord]:
-        for record in generate(config):
-            labels.append(Label(record.event_id, record.attack, record.attack_id))
-            if record.malformed is not None:
-                malformed[record.malformed] += 1
-            yield record
-
-    step = max(args.events // 10, 1)
-    started = time.monotonic()
-    produce_to_kafka(
-        labelled(),
-        bootstrap,
-        topics["input"],
-        progress=lambda n: _say(f"      produced {n:,}") if n % step == 0 else None,
-    )
-    _say(f"      done in {time.monotonic() - started:.1f}s")
-
-    _say("[3/5] running the detector service until it is caught up...")
-    log_path = args.workdir / "demo-service.log"
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(
-        {
-            "bootstrap": bootstrap,
-            "input_topic": topics["input"],
-            "alerts_topic": topics["alerts"],
-            "dlq_topic": topics["dlq"],
-            "group": f"vigil-demo-{run_id}",
-            "exit_when_idle": 3.0,
-            "metrics_port": 0,
-            "engine": args.engine,
-        },
-        env={},
-    )
-    last_report = [0]
-
-    def progress(summary: RunSummary) -> None:
-        if summary.records - last_report[0] >= step:
-            last_report[0] = summary.records
-            rate = summary.records_per_s
+    def report(s: RunSummary) -> None:
+        if s.records - last[0] >= step:
+            last[0] = s.records
             _say(
-                f"      {summary.records:,} records, {summary.alerts:,} alerts,"
-                f" {summary.dead_letters:,} dead letters ({rate:,.0f} records/s)"
+                f"      {s.records:,} records, {s.alerts:,} alerts ({s.held_by_labels:,} held"
+                f" by labels), {s.dead_letters:,} dead letters ({s.records_per_s:,.0f}/s)"
             )
 
-    with log_path.open("wb") as log_file:
-        configure_logging("info", log_file)
-        summary = Service(settings, on_batch=progress).run()
+    return report
 
-    _say("[4/5] reading the alerts and dead letters back from Kafka...")
-    alerts = [orjson.loads(r.value or b"") for r in read_topic(bootstrap, topics["alerts"])]
-    dead = read_topic(bootstrap, topics["dlq"])
-    reasons = Counter(r.headers.get("vigil.dlq.reason", b"?").decode() for r in dead)
-    result = evaluate(alerts, labels)
-    rate = summary.records_per_s
 
-    print()
-    print("Vigil demo summary")
-    print("==================")
-    print(f"events consumed   {summary.events:,} (engine {args.engine})")
-    print(f"records/s         {rate:,.0f} end to end (decode, validate, score, alert, commit)")
-    print(
-        f"dead letters      {len(dead):,} (generated malformed: {sum(malformed.values()):,};"
-        f" reasons: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})"
+@dataclass(frozen=True)
+class _Run:
+    """What every phase shares."""
+
+    bootstrap: str
+    topics: DemoTopics
+    traffic: PhasedTraffic
+    stage: PatternStageProcess
+    overrides: Mapping[str, Any]
+
+
+def _phase(run: _Run, phase: int, records: int, log: Path, labels: str | None) -> RunSummary:
+    """Produce the phase's events, run the service over them, let the pattern stage catch up."""
+    step = 1 if phase == 1 else 4
+    _say(f"[{step}/{STEPS}] phase {phase}: producing {records:,} events...")
+    run.traffic.produce(records)
+    _say(f"[{step + 1}/{STEPS}] phase {phase}: the service, until caught up...")
+    settings = service_settings(
+        run.bootstrap, run.topics, labels_topic=labels, overrides=run.overrides
     )
-    print(format_evaluation(result))
-    for alert in _examples(alerts, labels):
-        why = ", ".join(
-            f"{r['feature']} {r['direction']} ({r['value']:.3g} vs usual {r['baseline']:.3g})"
-            for r in alert["explanation"]
-        )
-        print(
-            f"example: {alert['event_type']} by {alert['entity']['type']} {alert['entity']['id']}"
-            f" score {alert['score']:.3f} > {alert['threshold']:.3f}: {why}"
-        )
-    print(f"service log       {log_path}")
-    return 0
+    summary_ = run_service(settings, log, _progress(max(records // 5, 1)))
+    _say(f"      pattern stage caught up {run.stage.wait_caught_up():.1f}s after the service")
+    return summary_
+
+
+def _review(run: _Run, max_labels: int) -> Review:
+    _say(f"[3/{STEPS}] the reviewer labels up to {max_labels} alerts as they arrived...")
+    records = read_alert_records(run.bootstrap, run.topics.alerts)
+    review = simulate_review([r for _, r in records], run.traffic.attack_of, max_labels)
+    produce_labels(run.bootstrap, run.topics.labels, review.labels)
+    return review
+
+
+def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
+    topics = DemoTopics(uuid.uuid4().hex[:8])
+    kafka_local.create_topics(
+        bootstrap,
+        {
+            topics.input: args.partitions,
+            topics.alerts: 1,  # one partition: its order is the order alerts arrived in
+            topics.dlq: 1,
+            topics.observations: args.partitions,
+            topics.labels: 1,
+        },
+    )
+    config = TrafficConfig(
+        events=args.events,
+        seed=args.seed,
+        bad_fraction=args.bad_fraction,
+        attack_rate=0.0 if args.no_attacks else args.attack_rate,
+    )
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    logs = [args.workdir / f"demo-service-{n}.log" for n in (1, 2)]
+    patterns_log = args.workdir / "demo-patterns.log"
+    run = _Run(
+        bootstrap,
+        topics,
+        PhasedTraffic(config, bootstrap, topics.input),
+        PatternStageProcess(bootstrap, topics, patterns_log, base_rate=1 - args.quantile),
+        {
+            "engine": args.engine,
+            "quantile": args.quantile,
+            "warmup": args.warmup,
+            "min_labels": args.min_labels,
+        },
+    )
+    first = round(args.events * args.phase1_share)
+    run.stage.start()
+    try:
+        runs = [_phase(run, 1, first, logs[0], None)]
+        boundary = end_offsets(bootstrap, topics.alerts)[0]
+        review = _review(run, args.max_labels)
+        runs.append(_phase(run, 2, args.events - first, logs[1], topics.labels))
+    finally:
+        run.stage.stop()
+    outcome = _outcome(run, args, runs, boundary, review)
+    outcome.logs = [*logs, patterns_log]
+    outcome.gate = gate_segments(logs[1])
+    outcome.restore = restore_figures(logs[1])
+    return outcome
+
+
+def _outcome(
+    run: _Run, args: argparse.Namespace, runs: list[RunSummary], boundary: int, review: Review
+) -> DemoOutcome:
+    _say(f"[6/{STEPS}] reading alerts, observations and dead letters back from Kafka...")
+    traffic = run.traffic
+    alert_records = read_alert_records(run.bootstrap, run.topics.alerts)
+    event_alerts, pattern_alerts = phase_alerts(alert_records, boundary)
+    measure = measure_phase(
+        traffic.phases[1],
+        traffic.instances_starting_in(1),
+        event_alerts,
+        pattern_alerts,
+        flagged_events(run.bootstrap, run.topics.observations),
+    )
+    dead = read_topic(run.bootstrap, run.topics.dlq)
+    all_event_alerts = [r for _, r in alert_records if r.get("kind", "event") == "event"]
+    return DemoOutcome(
+        engine=args.engine,
+        events=sum(r.events for r in runs),
+        records_per_s=[r.records_per_s for r in runs],
+        dead_letters=len(dead),
+        malformed=sum(traffic.malformed.values()),
+        dead_letter_reasons=Counter(r.headers.get("vigil.dlq.reason", b"?").decode() for r in dead),
+        phase_events=[len(p) for p in traffic.phases],
+        instances_in_phase2=len(traffic.instances_starting_in(1)),
+        review=review,
+        max_labels=args.max_labels,
+        measure=measure,
+        whole_stream=evaluate(all_event_alerts, traffic.labels),
+        event_alert_examples=event_examples(all_event_alerts, traffic.labels),
+        pattern_alert_examples=pattern_examples(
+            [a for a in current_alerts(r for _, r in alert_records) if a.kind == PATTERN],
+            traffic.attack_of,
+        ),
+    )

@@ -76,6 +76,23 @@ class ServiceMetrics:
         child.inc()
 
 
+class StateMetrics:
+    """Restore and snapshot figures of the partitions a member owns, as metrics."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+
+    def restored(self, partition: int, seconds: float) -> None:
+        self.metrics.restore_seconds.observe(seconds)
+
+    def snapshotted(self, partition: int, size: int) -> None:
+        self.metrics.snapshots.inc()
+        self.metrics.state_bytes.labels(str(partition)).set(size)
+
+    def assigned(self, count: int) -> None:
+        self.metrics.assigned.set(count)
+
+
 class Health:
     """Liveness (the loop is turning) and readiness (assigned and not draining)."""
 

@@ -33,14 +33,14 @@ from stream.kafka_io import (
     Record,
     VigilKafkaError,
     consumer_config,
-    next_offsets,
     producer_config,
 )
-from stream.metrics import Health, ServiceMetrics, serve
+from stream.metrics import Health, ServiceMetrics, StateMetrics, serve
 from stream.observations import observation_records
-from stream.partition_state import PartitionState, ReadPartition, resume
+from stream.owned_partitions import OwnedPartitions, caught_up
+from stream.partition_state import PartitionState, ReadPartition
 from stream.settings import ServiceSettings
-from stream.state_store import ensure_topics, produce_state, read_state_partition
+from stream.state_store import ensure_topics, read_state_partition
 
 log = structlog.get_logger("vigil.service")
 
@@ -156,15 +156,21 @@ class Service:
         self._consumer = consumer
         self._producer = producer
         self._delivery = delivery
-        self._read_state = read_state
         self._scorer_factory = scorer_factory or PartitionScorers(scoring_config(settings))
         self._fingerprint = fingerprint(scoring_config(settings))
+        self.metrics = metrics or ServiceMetrics()
         # One scorer per input partition: its state depends only on that partition's
         # records in offset order, so a replay of the partition reproduces it exactly,
         # whatever the interleaving of partitions in a poll.
-        self.partitions: dict[tuple[str, int], PartitionState[EventScorer]] = {}
+        self.owned: OwnedPartitions[EventScorer] = OwnedPartitions(
+            fresh=self._scorer_factory,
+            fingerprint=self._fingerprint,
+            read=read_state,
+            state_topic=settings.state_topic_name,
+            restore_timeout_s=settings.restore_timeout_s,
+            observer=StateMetrics(self.metrics),
+        )
         self.validator = EventValidator(max_bytes=settings.max_event_bytes)
-        self.metrics = metrics or ServiceMetrics()
         self.health = Health()
         self.faults = faults or FaultInjector()
         self.on_batch = on_batch
@@ -180,8 +186,12 @@ class Service:
         self.guard = LearningGuard()
 
     @property
+    def partitions(self) -> dict[tuple[str, int], PartitionState[EventScorer]]:
+        return self.owned.states
+
+    @property
     def scorers(self) -> dict[tuple[str, int], EventScorer]:
-        return {key: state.model for key, state in self.partitions.items()}
+        return {key: state.model for key, state in self.owned.states.items()}
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
@@ -203,8 +213,8 @@ class Service:
         exactly_once = settings.guarantee == "exactly-once"
         if self._consumer is None:
             ensure_topics(settings)
-            if self._read_state is None:
-                self._read_state = self._read_state_partition
+            if self.owned.read is None:
+                self.owned.read = self._read_state_partition
         # confluent-kafka's overloaded stubs do not match a Protocol structurally.
         consumer = self._consumer or cast(ConsumerLike, Consumer(consumer_config(settings)))
         producer = self._producer or Producer(producer_config(settings, transactional=exactly_once))
@@ -221,6 +231,7 @@ class Service:
         settings = self.settings
         consumer, producer, delivery = self._clients()
         self._live, self._out = producer, delivery
+        self.owned.bind(producer, delivery)
         delivery.start()
         if settings.labels_topic is not None:
             self._label_feed = TopicFollower(settings, settings.labels_topic, decode_label)
@@ -269,7 +280,8 @@ class Service:
                 try:
                     self._process_batch(consumer, producer, delivery, messages)
                 except TransactionAbortedError:
-                    self._rewind(consumer)
+                    self.owned.rewind(consumer)
+                    self._refresh_ready()
         finally:
             self.health.ready = False
             self.summary.finished = time.monotonic()
@@ -305,138 +317,42 @@ class Service:
         limit = self.settings.exit_when_idle
         if limit is None:
             return False
-        if not self.partitions:
+        if not self.owned.states:
             limit += self.settings.session_timeout_ms / 1000
         idle_s = time.monotonic() - self._idle_since
         if idle_s < limit:
             return False
-        if self._caught_up(consumer):
+        if caught_up(consumer):
             return True
         if idle_s >= limit + IDLE_GRACE_S:
             log.warning("service.idle_not_caught_up", seconds=round(idle_s, 1))
             return True
         return False
 
-    def _caught_up(self, consumer: ConsumerLike) -> bool:
-        try:
-            assigned = consumer.assignment()
-            if not assigned:
-                return True
-            positions = consumer.position(assigned)
-            unknown = [tp for tp in positions if tp.offset is None or tp.offset < 0]
-            # Nothing consumed yet on a partition: where the group would start is the answer.
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in (consumer.committed(unknown, timeout=5) if unknown else [])
-            }
-            for tp in positions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=5)
-                at = tp.offset
-                if at is None or at < 0:
-                    at = committed.get((tp.topic, tp.partition), -1)
-                log.debug("caught_up.check", partition=tp.partition, at=at, low=low, high=high)
-                if high > low and (at is None or at < high):
-                    return False
-        except Exception:  # a broker hiccup here: try again on the next idle poll
-            log.debug("caught_up.unknown", exc_info=True)
-            return False
-        return True
-
     # -- partitions come and go ----------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # cooperative-sticky: the callbacks carry only the partitions that changed.
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
-        starts = self._restore(cast(ConsumerLike, consumer), partitions)
-        if self._read_state is not None:
-            # Resume where each snapshot left off; librdkafka then skips its own assign.
-            consumer.incremental_assign(starts)
-        self.metrics.assigned.set(len(self.partitions))
+        self.owned.assign(consumer, partitions)
         self._idle_since = time.monotonic()
         self._refresh_ready()
 
-    def _restore(
-        self, consumer: ConsumerLike, partitions: list[TopicPartition]
-    ) -> list[TopicPartition]:
-        """Make each partition's state; returns where to start reading each one."""
-        if not partitions:
-            return []
-        committed: dict[tuple[str, int], int] = {}
-        if self._read_state is not None:
-            for tp in consumer.committed(partitions, timeout=self.settings.restore_timeout_s):
-                committed[(tp.topic, tp.partition)] = tp.offset if tp.offset is not None else -1
-        starts = []
-        for tp in partitions:
-            topic, partition = tp.topic or "", tp.partition or 0
-            low = 0
-            if self._read_state is not None:
-                low, _ = consumer.get_watermark_offsets(tp, timeout=self.settings.restore_timeout_s)
-            resumed = resume(
-                topic,
-                partition,
-                fresh=self._scorer_factory,
-                fingerprint=self._fingerprint,
-                read=self._read_state,
-                committed=committed.get((topic, partition), -1),
-                low_watermark=low,
-            )
-            state = resumed.state
-            self.partitions[(topic, partition)] = state
-            self._finish_restore_if_caught_up(state)
-            start = resumed.start_offset
-            starts.append(TopicPartition(topic, partition, start if start is not None else -1001))
-            log.info(
-                "state.resumed",
-                partition=partition,
-                snapshot_bytes=resumed.snapshot_bytes,
-                from_offset=start,
-                replay_until=state.replay_until,
-            )
-        return starts
-
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is committed before the next consume(), so nothing is pending here;
-        # a last snapshot spares the partition's next owner the re-scoring.
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
-        keys = [(p.topic or "", p.partition or 0) for p in partitions]
-        try:
-            self._snapshot([self.partitions[k] for k in keys if k in self.partitions], consumer)
-        except Exception:  # a snapshot only saves time; the next owner can re-score
-            log.warning("state.snapshot_on_revoke_failed", exc_info=True)
-        self._forget(keys)
+        self.owned.revoke(consumer, partitions)
+        self._refresh_ready()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them; write nothing.
         log.warning("partitions.lost", partitions=[p.partition for p in partitions])
-        self._forget([(p.topic or "", p.partition or 0) for p in partitions])
-
-    def _forget(self, keys: list[tuple[str, int]]) -> None:
-        for key in keys:
-            self.partitions.pop(key, None)
-        self.metrics.assigned.set(len(self.partitions))
-        self._refresh_ready()
-
-    def _rewind(self, consumer: ConsumerLike) -> None:
-        """After an aborted transaction the in-memory state is ahead of what is durable:
-        restore every partition from its snapshot and read again from there."""
-        tps = [TopicPartition(t, p) for (t, p) in self.partitions]
-        log.warning("state.rewinding", partitions=[tp.partition for tp in tps])
-        for start in self._restore(consumer, tps):
-            if start.offset >= 0:
-                consumer.seek(start)
+        self.owned.forget((p.topic or "", p.partition or 0) for p in partitions)
         self._refresh_ready()
 
     def _refresh_ready(self) -> None:
         # Ready once assigned and every partition's state is restored and caught up.
-        restoring = any(s.restoring_since is not None for s in self.partitions.values())
-        self.health.ready = bool(self.partitions) and not restoring and not self._stopping
-
-    def _finish_restore_if_caught_up(self, state: PartitionState[EventScorer]) -> None:
-        if state.restoring_since is not None and state.caught_up:
-            seconds = time.monotonic() - state.restoring_since
-            state.restoring_since = None
-            self.metrics.restore_seconds.observe(seconds)
-            log.info("state.restored", partition=state.partition, seconds=round(seconds, 3))
+        owned = self.owned
+        self.health.ready = bool(owned.states) and not owned.restoring and not self._stopping
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -463,7 +379,7 @@ class Service:
                     log.warning("consumer.error", error=error.str(), code=error.name())
                 continue
             record = Record.of(msg)
-            state = self._partition(record.topic, record.partition)
+            state = self.owned.get(record.topic, record.partition)
             if state.seen(record.offset):
                 continue
             state.advance(record.offset)
@@ -478,7 +394,7 @@ class Service:
         for item in valid:
             by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
         for key, items in by_partition.items():
-            state = self.partitions[key]
+            state = self.owned.states[key]
             events = [event for _, event in items]
             exclude = None
             if self._label_feed is not None or self._pattern_feed is not None:
@@ -491,23 +407,12 @@ class Service:
                     self._output(producer, record, event, result)
         batch_no = self.summary.batches + 1
         self.faults.reached("after_produce", batch_no)
-        due = [
-            s
-            for s in self.partitions.values()
-            if s.writer is not None and s.since_snapshot >= self.settings.checkpoint_every
-        ]
-        self._snapshot(due, consumer, within_batch=True)
+        self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
         self.faults.reached("before_commit", batch_no)
-        offsets = [
-            tp
-            for tp in next_offsets(processed)
-            # Never move a committed offset back: [S, C) was output before.
-            if tp.offset > self.partitions[(tp.topic or "", tp.partition or 0)].replay_until
-        ]
+        offsets = self.owned.offsets_to_commit(processed)
         delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
-        for state in self.partitions.values():
-            self._finish_restore_if_caught_up(state)
+        self.owned.finish_restores()
         self._refresh_ready()
         self.summary.batches = batch_no
         self.summary.last_commit_at = time.monotonic()
@@ -544,50 +449,6 @@ class Service:
         if self.settings.observations:
             self._observe(producer, record, event, result)
         producer.poll(0)
-
-    def _partition(self, topic: str, partition: int) -> PartitionState[EventScorer]:
-        state = self.partitions.get((topic, partition))
-        if state is None:  # assigned without a callback: replays' bounded sources
-            state = PartitionState(topic, partition, self._scorer_factory(partition))
-            self.partitions[(topic, partition)] = state
-        return state
-
-    def _snapshot(
-        self,
-        states: list[PartitionState[EventScorer]],
-        consumer: Any,
-        *,
-        within_batch: bool = False,
-    ) -> None:
-        """Write snapshots of ``states``; inside a batch they join its transaction."""
-        states = [s for s in states if s.writer is not None and s.since_snapshot > 0]
-        if not states or self._live is None or self._out is None:
-            return
-        if not within_batch:
-            self._out.begin()
-        for state in states:
-            started = time.monotonic()
-            size, records = state.snapshot()
-            produce_state(
-                self._live,
-                self.settings.state_topic_name,
-                state.partition,
-                records,
-                self._out.tracker.callback,
-            )
-            for _ in records:
-                self._out.tracker.sent()
-            self.metrics.snapshots.inc()
-            self.metrics.state_bytes.labels(str(state.partition)).set(size)
-            log.info(
-                "state.snapshot",
-                partition=state.partition,
-                offset=state.next_offset,
-                bytes=size,
-                seconds=round(time.monotonic() - started, 3),
-            )
-        if not within_batch:
-            self._out.commit(consumer, [])
 
     def _alert(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored

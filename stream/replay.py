@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from confluent_kafka import Producer
 
 from detectors.evaluation import evaluate, format_evaluation
+from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.score_tap import tapped
 from stream.service import PartitionScorers, Service, scoring_config
@@ -30,31 +32,38 @@ from stream.traffic.sinks import read_labels
 
 
 @dataclass
-class FileSink:
-    """A producer stand-in that writes alerts as JSON lines and counts dead letters."""
+class ReplaySink:
+    """A producer stand-in: keeps the alerts (for the report), writes them as JSON lines
+    and/or forwards them to a topic, and counts dead letters instead of producing them."""
 
     alerts_topic: str
-    out: IO[bytes]
+    out: IO[bytes] | None = None
+    forward: Producer | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def produce(self, topic: str, key: Any = None, value: Any = None, **kwargs: Any) -> None:
+        callback = kwargs.get("on_delivery")
         if topic == self.alerts_topic:
-            self.out.write(value + b"\n")
             self.alerts.append(orjson.loads(value))
+            if self.out is not None:
+                self.out.write(value + b"\n")
+            if self.forward is not None:
+                self.forward.produce(topic, key=key, value=value, on_delivery=callback)
+                return
         else:
             headers = dict(kwargs.get("headers") or [])
             self.dead_letters[headers.get("vigil.dlq.reason", b"?").decode()] += 1
-        callback = kwargs.get("on_delivery")
         if callback is not None:
             callback(None, None)
 
     def poll(self, timeout: float = 0) -> int:
-        return 0
+        return 0 if self.forward is None else self.forward.poll(timeout)
 
     def flush(self, timeout: float = -1) -> int:
-        self.out.flush()
-        return 0
+        if self.out is not None:
+            self.out.flush()
+        return 0 if self.forward is None else self.forward.flush(timeout)
 
 
 def replay_cli(argv: Sequence[str]) -> int:
@@ -94,6 +103,10 @@ def replay_cli(argv: Sequence[str]) -> int:
                 "dlq_topic": "vigil-replay-dead-letters",
                 "group": "vigil-replay",
                 "metrics_port": None,
+                # A replay is a bounded read outside any group: no transactions to fence,
+                # and the pattern stage's observations are not part of its output.
+                "guarantee": "at-least-once",
+                "observations": False,
             },
             config_file=args.config,
         )
@@ -102,10 +115,11 @@ def replay_cli(argv: Sequence[str]) -> int:
         return 2
     configure_logging("warning", sys.stderr.buffer)
     source = BoundedSource(args.bootstrap, args.topic, start, end)
-    sink = None
     out = args.output.open("wb") if args.output else None
-    if out is not None:
-        sink = FileSink(settings.alerts_topic, out)
+    forward = None
+    if args.output_topic:
+        forward = Producer(producer_config(settings))
+    sink = ReplaySink(settings.alerts_topic, out, forward)
     scores_out = args.output_scores.open("wb") if args.output_scores else None
     scorers = PartitionScorers(scoring_config(settings))
     last = [time.monotonic()]
@@ -138,16 +152,16 @@ def replay_cli(argv: Sequence[str]) -> int:
         if scores_out is not None:
             scores_out.close()
     print(file=sys.stderr)
-    alerts = sink.alerts if sink is not None else []
+    alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
     print(f"records   {summary.records:,} ({summary.records_per_s:,.0f}/s)")
     print(f"events    {summary.events:,}  dead letters {summary.dead_letters:,}")
     print(f"alerts    {summary.alerts:,}")
     for day, count in sorted(per_day.items()):
         print(f"  {day}  {count:,}")
-    if args.labels is not None and sink is not None:
+    if args.labels is not None:
         print(format_evaluation(evaluate(alerts, read_labels(args.labels))))
-    if args.compare_with is not None and sink is not None:
+    if args.compare_with is not None:
         live = [
             orjson.loads(r.value or b"")
             for r in read_topic(args.bootstrap, args.compare_with)

@@ -220,7 +220,9 @@ class Service:
         producer = self._producer or Producer(producer_config(settings, transactional=exactly_once))
         delivery = self._delivery
         if delivery is None:
-            kind = ExactlyOnce if exactly_once and self._producer is None else AtLeastOnce
+            # Transactions need the group's metadata: only a live consumer has it.
+            live = self._consumer is None and self._producer is None
+            kind = ExactlyOnce if exactly_once and live else AtLeastOnce
             delivery = kind(producer, settings.flush_timeout_s)
         return consumer, producer, delivery
 

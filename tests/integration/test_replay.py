@@ -61,6 +61,14 @@ def test_live_then_replay_gives_identical_alerts(kafka_bootstrap, unique_name, t
     # The live group's offsets are untouched.
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == committed_before
 
+    # To a topic: the same alerts, and nothing else lands there.
+    replayed_topic = unique_name("replayed")
+    create_topics(kafka_bootstrap, {replayed_topic: 1})
+    to_topic = _replay(kafka_bootstrap, topics["input"], "--output-topic", replayed_topic)
+    assert to_topic.returncode == 0, to_topic.stderr[-3000:]
+    on_topic = [orjson.loads(r.value or b"") for r in read_topic(kafka_bootstrap, replayed_topic)]
+    assert sorted(on_topic, key=key) == sorted(live_alerts, key=key)
+
 
 def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     kafka_bootstrap, unique_name, tmp_path

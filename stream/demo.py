@@ -1,7 +1,7 @@
 """``vigil demo``: the whole loop on one machine, then what on-call sees.
 
 Phase 1 (the first part of the traffic) runs through the scoring service and the pattern
-stage; a simulated reviewer labels up to ``--max-labels`` alerts as they arrived; phase 2
+stage; a simulated reviewer labels up to ``--max-labels`` alerts in the order raised; phase 2
 (the rest) runs through the same groups, the service restoring its state from its
 snapshots and holding back event alerts the labels say are below the precision target.
 The summary scores phase 2 against the generator's ground truth (stream/demo_measure.py).
@@ -124,7 +124,7 @@ def _phase(run: _Run, phase: int, records: int, log: Path, labels: str | None) -
 
 
 def _review(run: _Run, max_labels: int) -> Review:
-    _say(f"[3/{STEPS}] the reviewer labels up to {max_labels} alerts as they arrived...")
+    _say(f"[3/{STEPS}] the reviewer labels up to {max_labels} alerts in the order raised...")
     records = read_alert_records(run.bootstrap, run.topics.alerts)
     review = simulate_review([r for _, r in records], run.traffic.attack_of, max_labels)
     produce_labels(run.bootstrap, run.topics.labels, review.labels)

@@ -80,9 +80,11 @@ def test_views_of_a_phase() -> None:
     assert "after labels" in text
 
 
-def test_reviewer_labels_each_alert_once_in_arrival_order_up_to_the_budget() -> None:
+def test_reviewer_labels_each_alert_once_in_the_order_raised_up_to_the_budget() -> None:
     truth = {"e1": "card_testing", "e2": None, "e3": None}
+    later = {"occurred_at": "2026-11-02T00:05:00.000Z"}
     records = [
+        alert("al-" + HEX + "0", "event", ["e3"], **later),  # arrived first, raised last
         alert("pa-" + HEX + "a", "pattern", ["e1", "e2", "e1"], sequence=1, status="new"),
         alert("al-" + HEX + "1", "event", ["e2"]),
         alert("pa-" + HEX + "a", "pattern", ["e1", "e2", "e1"], sequence=2, status="growing"),
@@ -90,7 +92,9 @@ def test_reviewer_labels_each_alert_once_in_arrival_order_up_to_the_budget() -> 
         alert("al-" + HEX + "3", "event", ["e3"]),
     ]
     review = simulate_review(records, truth, max_labels=3)
+    # Same event time: arrival order; the pattern once, at its first record.
     assert [label["alert_id"][-1] for label in review.labels] == ["a", "1", "2"]
+    assert len(simulate_review(records, truth, max_labels=10).labels) == 5
     assert [label["verdict"] for label in review.labels] == [
         "true_positive",
         "false_positive",

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 DATASETS ?= ../shared/datasets
 
-.PHONY: setup demo test lint typecheck unit integration kafka-jars bench clean
+.PHONY: setup demo test lint typecheck unit integration kafka-jars deploy-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,8 +37,16 @@ unit: setup
 integration: setup kafka-jars
 	$(BIN)/pytest -q tests/integration
 
-test: lint typecheck kafka-jars
+test: lint typecheck deploy-check kafka-jars
 	$(BIN)/pytest -q tests --doctest-modules detectors stream schemas
+
+# Kubernetes manifests (deploy/k8s): render each kustomization with kubectl and validate
+# every object offline, strictly, against a pinned Kubernetes version.
+KUBECTL ?= kubectl
+K8S_VERSION ?= 1.32.0
+
+deploy-check: setup
+	$(BIN)/python deploy/k8s/check.py --kubectl $(KUBECTL) --kubernetes-version $(K8S_VERSION)
 
 # The declared benchmark settings: service default HST, the quality HST, forests, ensemble.
 QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,ensemble:iforest+hst-50x9-paper

@@ -3,6 +3,10 @@
 River's Half-Space Trees have no attribution of their own, so this ranks features by their
 distance from the detector's running mean, in standard deviations. It is computed from
 running moments that cost O(features) per event, so it can run on every alert.
+
+The moments are learned per event in order (``learn_one``) or, with the same arithmetic
+in the same order, for a block of rows at once (``learn_many``, a numba loop): the
+scorer learns a batch's events in blocks, up to each alert it explains.
 """
 
 from __future__ import annotations
@@ -10,6 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from detectors.protocol import FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,22 @@ class DeviationExplainer:
             self._mean[name] += delta / self._n
             self._m2[name] += delta * (value - self._mean[name])
 
+    def learn_many(self, rows: FloatArray) -> None:
+        """``learn_one`` for each row in order; a row holds the values of
+        ``feature_names`` in that order (NaN where a feature is missing)."""
+        if rows.shape[0] == 0:
+            return
+        names = self.feature_names
+        if rows.ndim != 2 or rows.shape[1] != len(names):
+            raise ValueError(f"rows must have shape (n, {len(names)}), got {rows.shape}")
+        mean = np.array([self._mean[name] for name in names], dtype=np.float64)
+        m2 = np.array([self._m2[name] for name in names], dtype=np.float64)
+        _welford(np.ascontiguousarray(rows, dtype=np.float64), self._n, mean, m2)
+        self._n += rows.shape[0]
+        # Python floats from float64 are the same values, bit for bit.
+        self._mean = dict(zip(names, mean.tolist(), strict=True))
+        self._m2 = dict(zip(names, m2.tolist(), strict=True))
+
     def baseline(self, feature: str) -> float:
         """The running mean of ``feature`` (0 before anything was learned)."""
         return self._mean.get(feature, 0.0)
@@ -61,3 +86,18 @@ class DeviationExplainer:
             reasons.append(Reason(name, value, mean, "high" if z >= 0 else "low", z))
         reasons.sort(key=lambda r: (-abs(r.z), r.feature))
         return [r for r in reasons[:top] if abs(r.z) > 0.0]
+
+
+@njit(cache=True)
+def _welford(rows: FloatArray, n: int, mean: FloatArray, m2: FloatArray) -> None:
+    """``learn_one``'s updates for each row, in place: the same IEEE operations in the
+    same order (numba does not reassociate or fuse them without ``fastmath``)."""
+    for i in range(rows.shape[0]):
+        count = n + i + 1
+        for j in range(rows.shape[1]):
+            value = rows[i, j]
+            if np.isnan(value):
+                continue
+            delta = value - mean[j]
+            mean[j] += delta / count
+            m2[j] += delta * (value - mean[j])

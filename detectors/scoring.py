@@ -6,19 +6,24 @@ thresholding and explanation keep separate state so later stages (pattern groupi
 precision tuning) can replace any one of them.
 
 A batch is scored in three passes: features event by event (entity state is sequential),
-then each event type's rows through its detector in one vectorised ``score_learn_many``
-(types never share a detector, so this keeps the per-event order within a model), then
-thresholds and explanations event by event.
+then each event type's rows, squashed as one array, through its detector in one
+vectorised ``score_learn_many`` (types never share a detector, so this keeps the
+per-event order within a model), then thresholds and explanations per chunk of a type
+(``_TypeModel.judge_chunk``: the same per-event order, with the explainer learning in
+blocks between the alerts it explains).
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.explain import DeviationExplainer, Reason
 from detectors.explain_forest import isolation_reasons
@@ -27,7 +32,7 @@ from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
 from detectors.hst import HalfSpaceTrees
 from detectors.iforest import FlatForest, IsolationForestASD
 from detectors.protect import Protected, score_learn_except
-from detectors.protocol import Detector
+from detectors.protocol import Detector, FloatArray
 from detectors.river_hst import RiverHalfSpaceTrees
 from detectors.threshold import QuantileThreshold
 
@@ -121,6 +126,28 @@ class EngineFactory:
         raise ValueError(f"unknown engine {c.engine!r}; known: {', '.join(ENGINES)}")
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a type's feature dict becomes a row: derived from its specs, never pickled
+    (snapshots of a ``_TypeModel`` keep the attributes they always had)."""
+
+    values: Callable[[Mapping[str, float]], tuple[float, ...]]
+    scales: FloatArray  # 1.0 for flags (their column is taken from the clipped value)
+    is_flag: npt.NDArray[np.bool_]
+
+
+@functools.cache
+def _layout(specs: tuple[FeatureSpec, ...]) -> _Layout:
+    names = tuple(s.name for s in specs)
+    # A tuple for one feature too (a bare itemgetter would return the value itself).
+    getter = itemgetter(*names) if len(names) > 1 else lambda raw: (raw[names[0]],)
+    return _Layout(
+        values=getter,
+        scales=np.array([1.0 if s.scale is None else s.scale for s in specs]),
+        is_flag=np.array([s.scale is None for s in specs]),
+    )
+
+
 class _TypeModel:
     """Detector, threshold and explainer for one event type."""
 
@@ -169,25 +196,48 @@ class _TypeModel:
         if forest is not None:
             self.forest_in_force = forest.forest
 
-    def judge(
-        self, event_type: str, raw: dict[str, float], row: list[float], score: float, top: int
-    ) -> Scored:
-        """Threshold, explanation and the explainer's learning, for one scored event."""
-        threshold = self.threshold.value
-        is_anomaly = self.threshold.observe(score)
-        reasons = self.reasons(raw, row, top) if is_anomaly else ()
-        self.explainer.learn_one(raw)
-        return Scored(
-            event_type=event_type,
-            score=score,
-            threshold=threshold,
-            is_anomaly=is_anomaly,
-            detector=self.detector.name,
-            features=raw,
-            reasons=reasons,
-        )
+    def judge_chunk(
+        self,
+        event_type: str,
+        raws: Sequence[dict[str, float]],
+        values: FloatArray,
+        rows: FloatArray,
+        scores: list[float],
+        top: int,
+    ) -> list[Scored]:
+        """Threshold, explanation and the explainer's learning for scored events in order.
 
-    def reasons(self, raw: Mapping[str, float], row: list[float], top: int) -> tuple[Reason, ...]:
+        Per event this is: the threshold in force, then the score learned by it; if it
+        alerts, the reasons (against the explainer as it was before this event); then the
+        explainer learns the event. Thresholds and the explainer never read each other, so
+        the thresholds run first for the whole chunk, and the explainer learns in blocks,
+        up to each alert, before its reasons are read.
+        """
+        thresholds, flags = self.threshold.observe_many(scores)
+        detector = self.detector.name
+        learned = 0
+        judged: list[Scored] = []
+        for k, is_anomaly in enumerate(flags):
+            reasons: tuple[Reason, ...] = ()
+            if is_anomaly:
+                self.explainer.learn_many(values[learned:k])
+                learned = k
+                reasons = self.reasons(raws[k], rows[k], top)
+            judged.append(
+                Scored(
+                    event_type=event_type,
+                    score=scores[k],
+                    threshold=thresholds[k],
+                    is_anomaly=is_anomaly,
+                    detector=detector,
+                    features=raws[k],
+                    reasons=reasons,
+                )
+            )
+        self.explainer.learn_many(values[learned:])
+        return judged
+
+    def reasons(self, raw: Mapping[str, float], row: FloatArray, top: int) -> tuple[Reason, ...]:
         """Half-Space Trees: the splits along the event's low-mass path; other detectors:
         the features furthest from their running mean."""
         baseline = self.explainer.baseline
@@ -218,8 +268,20 @@ class _TypeModel:
             return self.detector.score_learn_many(rows, exclude)
         return score_learn_except(self.detector, rows, exclude)
 
-    def row(self, raw: Mapping[str, float]) -> list[float]:
-        return [spec.squash(raw[spec.name]) for spec in self.specs]
+    def values(self, raw: Mapping[str, float]) -> tuple[float, ...]:
+        """The features of ``raw`` in the model's order (KeyError if one is missing)."""
+        return _layout(self.specs).values(raw)
+
+    def squash(self, values: FloatArray) -> FloatArray:
+        """``FeatureSpec.squash`` on every cell of an (events, features) array, with the
+        same IEEE operations: ``max(v, 0)`` keeps ``v`` unless ``0 > v`` (so NaN and -0.0
+        stay), ``min(v, 1)`` keeps ``v`` unless ``1 < v``."""
+        layout = _layout(self.specs)
+        clipped = np.where(values < 0.0, 0.0, values)
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf / inf is NaN, as in Python
+            scaled = clipped / (clipped + layout.scales)
+        flags = np.where(clipped > 1.0, 1.0, clipped)
+        return np.where(layout.is_flag, flags, scaled)
 
 
 class EventScorer:
@@ -260,35 +322,50 @@ class EventScorer:
         events of open patterns or of entities labeled as fraud.
         """
         results: list[Scored | Unscorable | None] = [None] * len(events)
-        raw_of: dict[int, dict[str, float]] = {}
-        rows_by_type: dict[str, list[list[float]]] = {}
+        raws_by_type: dict[str, list[dict[str, float]]] = {}
+        values_by_type: dict[str, list[tuple[float, ...]]] = {}
         index_by_type: dict[str, list[int]] = {}
+        extract = self.features.extract
+        models = self._models
         for i, event in enumerate(events):
             try:
-                features = self.features.extract(event)
+                features = extract(event)
                 event_type: str = event["event_type"]
-                row = self._model(event_type).row(features)
+                model = models.get(event_type) or self._model(event_type)
+                values = model.values(features)
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
-            rows_by_type.setdefault(event_type, []).append(row)
-            index_by_type.setdefault(event_type, []).append(i)
-            raw_of[i] = features
+            if event_type in index_by_type:
+                raws_by_type[event_type].append(features)
+                values_by_type[event_type].append(values)
+                index_by_type[event_type].append(i)
+            else:
+                raws_by_type[event_type] = [features]
+                values_by_type[event_type] = [values]
+                index_by_type[event_type] = [i]
 
         # Types never share state, so each type's events can run on their own, in order.
-        for event_type, rows in rows_by_type.items():
-            model = self._models[event_type]
-            indices = index_by_type[event_type]
-            array = np.asarray(rows, dtype=np.float64)
+        top = self.config.explain_top
+        for event_type, indices in index_by_type.items():
+            model = models[event_type]
+            raws = raws_by_type[event_type]
+            matrix = np.array(values_by_type[event_type], dtype=np.float64)
+            array = model.squash(matrix)
             skip = None if exclude is None else [bool(exclude[i]) for i in indices]
-            for start, stop in model.chunks(len(rows)):
+            for start, stop in model.chunks(len(indices)):
                 model.before_chunk()
                 scores = model.score_learn(
                     array[start:stop], None if skip is None else skip[start:stop]
                 )
-                for j, score in zip(range(start, stop), scores, strict=True):
-                    i = indices[j]
-                    results[i] = model.judge(
-                        event_type, raw_of[i], rows[j], float(score), self.config.explain_top
-                    )
+                judged = model.judge_chunk(
+                    event_type,
+                    raws[start:stop],
+                    matrix[start:stop],
+                    array[start:stop],
+                    np.asarray(scores, dtype=np.float64).tolist(),
+                    top,
+                )
+                for i, scored in zip(indices[start:stop], judged, strict=True):
+                    results[i] = scored
         return [r for r in results if r is not None]

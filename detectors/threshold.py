@@ -6,6 +6,8 @@ An alert budget: the threshold is a streaming quantile of the scores seen so far
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from river import stats
 
 
@@ -45,3 +47,31 @@ class QuantileThreshold:
         self._quantile.update(score)
         self.seen += 1
         return is_alert
+
+    def observe_many(self, scores: Iterable[float]) -> tuple[list[float], list[bool]]:
+        """``value`` then ``observe`` for each score in order: the thresholds in force and
+        the alert flags, exactly as the one-at-a-time calls would give them."""
+        # The same steps as ``value`` and ``observe``, with the lookups hoisted out of the
+        # loop. river's Quantile wraps a Rust estimator; its ``get`` is only called here
+        # after an update (``seen > 0``), where the wrapper returns the estimator's value
+        # unchanged, so the loop calls the estimator directly (when river has one).
+        quantile = self._quantile
+        estimator = getattr(quantile, "_quantile", quantile)
+        update, get = estimator.update, estimator.get
+        warmup, seen, inf = self.warmup, self.seen, float("inf")
+        thresholds: list[float] = []
+        flags: list[bool] = []
+        for score in scores:
+            if seen < warmup or seen == 0:
+                threshold = inf
+            else:
+                current = get()
+                threshold = inf if current is None else float(current)
+            thresholds.append(threshold)
+            flags.append(score > threshold)
+            update(score)
+            seen += 1
+        if seen > self.seen:
+            quantile._is_updated = True
+        self.seen = seen
+        return thresholds, flags

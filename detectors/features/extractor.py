@@ -10,7 +10,7 @@ box Half-Space Trees split.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -154,115 +154,154 @@ class FeatureExtractor:
         device: str = context["device_id"]
         ip: str = context["ip"]
 
-        had_devices = self.user_devices.count(user) > 0
-        had_countries = self.user_countries.count(user) > 0
-        _, device_is_new = self.user_devices.add(user, device)
-        _, country_is_new = self.user_countries.add(user, context["country"])
+        # New for a user who had devices (countries) before.
+        new_device = self.user_devices.add_to_known(user, device)
+        new_country = self.user_countries.add_to_known(user, context["country"])
         features: dict[str, float] = {
             "user_age_h": self.user_first_seen.age(user, t) / HOUR,
             "user_events_1h": self.user_events.add(user, t),
             "device_users": float(self.device_users.add(device, user)[0]),
             "ip_users": float(self.ip_users.add(ip, user)[0]),
-            "new_device": float(had_devices and device_is_new),
-            "new_country": float(had_countries and country_is_new),
+            "new_device": float(new_device),
+            "new_country": float(new_country),
         }
-        specific = getattr(self, "_" + event_type.replace(".", "_"))
-        features.update(specific(t, entities, context, payload))
+        specific = _SPECIFIC.get(event_type)
+        if specific is None:  # not an event type of the contract: fails as it always did
+            getattr(self, "_" + event_type.replace(".", "_"))(
+                features, t, entities, context, payload
+            )
+        else:
+            specific(self, features, t, entities, context, payload)
         return features
 
+    # Each adds its event type's features to ``features``, in FEATURE_SPECS order.
+
     def _account_created(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
-        return {
-            "ip_signups_1h": self.ip_signups.add(context["ip"], t),
-            "device_signups_1h": self.device_signups.add(context["device_id"], t),
-        }
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
+        features["ip_signups_1h"] = self.ip_signups.add(context["ip"], t)
+        features["device_signups_1h"] = self.device_signups.add(context["device_id"], t)
 
     def _account_login(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         failed = not payload["success"]
         user = entities["user_id"]
-        return {
-            "failed": float(failed),
-            "user_failed_logins_1h": self.user_failed_logins.add(user, t, float(failed)),
-        }
+        features["failed"] = float(failed)
+        features["user_failed_logins_1h"] = self.user_failed_logins.add(user, t, float(failed))
 
     def _listing_created(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         shop = entities["shop_id"]
         price = float(payload["price"])
         category = payload["category"]
-        typical = self.category_price.get(category)
-        self.category_price.update(category, price)
+        typical = self.category_price.update(category, price)  # the mean before this price
         shop_is_new = not self.shop_first_seen.seen(shop)
         shop_age = self.shop_first_seen.age(shop, t)
         subnet = subnet24(context["ip"])
-        return {
-            "price_vs_category": 1.0 if typical is None else price / typical,
-            "shop_age_h": shop_age / HOUR,
-            "shop_listings_1h": self.shop_listings.add(shop, t),
-            "subnet_new_shops_1d": self.subnet_new_shops.add(subnet, t, float(shop_is_new)),
-            "same_title_1d": self.title_counts.add(normalised_title(payload["title"]), t),
-        }
+        features["price_vs_category"] = 1.0 if typical is None else price / typical
+        features["shop_age_h"] = shop_age / HOUR
+        features["shop_listings_1h"] = self.shop_listings.add(shop, t)
+        features["subnet_new_shops_1d"] = self.subnet_new_shops.add(subnet, t, float(shop_is_new))
+        features["same_title_1d"] = self.title_counts.add(normalised_title(payload["title"]), t)
 
-    def _amount_features(self, user: str, amount: float) -> dict[str, float]:
-        usual = self.user_amount.get(user)
+    def _amount_features(self, features: dict[str, float], user: str, amount: float) -> None:
+        # Each update returns the mean before it: the user's usual amount, else everyone's.
+        usual = self.user_amount.update(user, amount)
+        usual_all = self.global_amount.update("all", amount)
         if usual is None:
-            usual = self.global_amount.get("all") or amount
-        self.user_amount.update(user, amount)
-        self.global_amount.update("all", amount)
-        return {"amount_log": math.log1p(amount), "amount_vs_user": amount / max(usual, 0.01)}
+            usual = usual_all or amount
+        features["amount_log"] = math.log1p(amount)
+        features["amount_vs_user"] = amount / max(usual, 0.01)
 
     def _order_placed(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         user = entities["user_id"]
         self.user_shops_ordered.add(user, entities["shop_id"])
-        features = self._amount_features(user, float(payload["amount"]))
+        self._amount_features(features, user, float(payload["amount"]))
         features["user_orders_1h"] = self.user_orders.add(user, t)
-        return features
 
     def _payment_attempted(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         device = context["device_id"]
         ip = context["ip"]
         card = payload["card_fingerprint"]
         declined = payload["outcome"] != "approved"
         _, new_on_device = self.device_cards.add(device, card)
         _, new_on_ip = self.ip_cards.add(ip, card)
-        features = self._amount_features(entities["user_id"], float(payload["amount"]))
-        features.update(
-            declined=float(declined),
-            device_payments_1h=self.device_payments.add(device, t),
-            device_new_cards_1h=self.device_new_cards.add(device, t, float(new_on_device)),
-            ip_new_cards_1h=self.ip_new_cards.add(ip, t, float(new_on_ip)),
-            device_declines_1h=self.device_declines.add(device, t, float(declined)),
-        )
-        return features
+        self._amount_features(features, entities["user_id"], float(payload["amount"]))
+        features["declined"] = float(declined)
+        features["device_payments_1h"] = self.device_payments.add(device, t)
+        features["device_new_cards_1h"] = self.device_new_cards.add(device, t, float(new_on_device))
+        features["ip_new_cards_1h"] = self.ip_new_cards.add(ip, t, float(new_on_ip))
+        features["device_declines_1h"] = self.device_declines.add(device, t, float(declined))
 
     def _message_sent(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         user = entities["user_id"]
-        return {
-            "has_link": float(payload["has_link"]),
-            "length_log": math.log1p(payload["length"]),
-            "user_messages_1h": self.user_messages.add(user, t),
-            "user_recipients": float(self.user_recipients.add(user, payload["recipient_id"])[0]),
-        }
+        features["has_link"] = float(payload["has_link"])
+        features["length_log"] = math.log1p(payload["length"])
+        features["user_messages_1h"] = self.user_messages.add(user, t)
+        features["user_recipients"] = float(
+            self.user_recipients.add(user, payload["recipient_id"])[0]
+        )
 
     def _review_posted(
-        self, t: float, entities: Mapping[str, Any], context: Mapping[str, Any], payload: Any
-    ) -> dict[str, float]:
+        self,
+        features: dict[str, float],
+        t: float,
+        entities: Mapping[str, Any],
+        context: Mapping[str, Any],
+        payload: Any,
+    ) -> None:
         shop = entities["shop_id"]
         low = payload["rating"] <= 2
         ordered = self.user_shops_ordered.contains(entities["user_id"], shop)
-        return {
-            "low_rating": float(low),
-            "reviewer_ordered": float(ordered),
-            "shop_reviews_1h": self.shop_reviews.add(shop, t),
-            "shop_low_reviews_1h": self.shop_low_reviews.add(shop, t, float(low)),
-        }
+        features["low_rating"] = float(low)
+        features["reviewer_ordered"] = float(ordered)
+        features["shop_reviews_1h"] = self.shop_reviews.add(shop, t)
+        features["shop_low_reviews_1h"] = self.shop_low_reviews.add(shop, t, float(low))
+
+
+_Specific = Callable[
+    [FeatureExtractor, dict[str, float], float, Mapping[str, Any], Mapping[str, Any], Any], None
+]
+# Each event type's own features (a class-level table: nothing extra to pickle).
+_SPECIFIC: dict[str, _Specific] = {
+    event_type: getattr(FeatureExtractor, "_" + event_type.replace(".", "_"))
+    for event_type in FEATURE_SPECS
+}

@@ -52,6 +52,15 @@ class BoundedTable(Generic[K, V]):
         if len(self._data) > self.max_keys:
             del self._data[next(iter(self._data))]
 
+    # The tables below work on ``_data`` directly in their hot paths: one ``pop`` and one
+    # insert per access instead of ``get``'s and then ``put``'s, which leaves the same
+    # keys, values and LRU order (a key read and then written ends up last either way).
+
+    def _evict(self) -> None:
+        """``put``'s bound check, after an insert into ``_data``."""
+        if len(self._data) > self.max_keys:
+            del self._data[next(iter(self._data))]
+
     # Pickling. The dict's insertion order is the LRU order, so keys and values are packed
     # as parallel columns in that order and zipped back into a dict in the same order.
     # Every packed form restores values of exactly the same types and bit patterns, so a
@@ -209,8 +218,16 @@ class DecayingCounts:
 
     def add(self, key: Hashable, t: float, amount: float = 1.0) -> float:
         """Add ``amount`` at time ``t`` and return the decayed total including it."""
-        value = self._decayed(key, t) + amount
-        self._table.put(key, (value, t))
+        table = self._table
+        data = table._data
+        entry = data.pop(key, None)
+        if entry is None:
+            value = 0.0 + amount
+        else:  # as _decayed
+            last_value, last_t = entry
+            value = last_value * math.exp(-self._rate * max(t - last_t, 0.0)) + amount
+        data[key] = (value, t)
+        table._evict()
         return value
 
     def get(self, key: Hashable, t: float) -> float:
@@ -238,26 +255,47 @@ class DistinctSets:
 
     def add(self, key: Hashable, value: Hashable) -> tuple[int, bool]:
         """Record ``value`` for ``key``; return (distinct count, whether it was new)."""
-        seen = self._table.get(key)
+        _, count, is_new = self._add(key, value)
+        return count, is_new
+
+    def add_to_known(self, key: Hashable, value: Hashable) -> bool:
+        """Record ``value`` for ``key``; whether it is new for a key that already had a
+        value (``count(key) > 0`` before, and ``add`` says new), in one table access."""
+        had, _, is_new = self._add(key, value)
+        return had and is_new
+
+    def _add(self, key: Hashable, value: Hashable) -> tuple[bool, int, bool]:
+        """(whether ``key`` had values before, distinct count, whether ``value`` is new)."""
+        table = self._table
+        data = table._data
+        seen = data.pop(key, None)
         if seen is None:
             if self.max_values >= 1 and value is not None:
-                self._table.put(key, value)
-                return 1, True
+                data[key] = value
+                table._evict()
+                return False, 1, True
             seen = set()
-            self._table.put(key, seen)
+            data[key] = seen
+            table._evict()
+            had = False
         elif type(seen) is not set:
             if value in (seen,):  # the same test as set membership: identity, then ==
-                return 1, False
+                data[key] = seen
+                return True, 1, False
             if self.max_values < 2:
-                return 1, True
-            self._table.put(key, {cast(Hashable, seen), value})  # key is now the most recent
-            return 2, True
+                data[key] = seen
+                return True, 1, True
+            data[key] = {cast(Hashable, seen), value}
+            return True, 2, True
+        else:
+            data[key] = seen
+            had = len(seen) > 0
         assert type(seen) is set
         if value in seen:
-            return len(seen), False
+            return had, len(seen), False
         if len(seen) < self.max_values:
             seen.add(value)
-        return len(seen), True
+        return had, len(seen), True
 
     def count(self, key: Hashable) -> int:
         seen = self._table.get(key)
@@ -282,10 +320,15 @@ class RunningMeans:
     def get(self, key: Hashable) -> float | None:
         return self._table.get(key)
 
-    def update(self, key: Hashable, value: float) -> None:
-        current = self._table.get(key)
-        updated = value if current is None else current + self.alpha * (value - current)
-        self._table.put(key, updated)
+    def update(self, key: Hashable, value: float) -> float | None:
+        """Fold ``value`` into ``key``'s mean; returns the mean before (``get`` then
+        ``update`` in one table access)."""
+        table = self._table
+        data = table._data
+        current = data.pop(key, None)
+        data[key] = value if current is None else current + self.alpha * (value - current)
+        table._evict()
+        return current
 
 
 class FirstSeen:
@@ -296,10 +339,14 @@ class FirstSeen:
 
     def age(self, key: Hashable, t: float) -> float:
         """Seconds since ``key`` was first seen (0 for a key seen now for the first time)."""
-        first = self._table.get(key)
+        table = self._table
+        data = table._data
+        first = data.pop(key, None)
         if first is None:
-            self._table.put(key, t)
+            data[key] = t
+            table._evict()
             return 0.0
+        data[key] = first
         return max(t - first, 0.0)
 
     def seen(self, key: Hashable) -> bool:

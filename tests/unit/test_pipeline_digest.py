@@ -86,11 +86,26 @@ def _digest(engine: str, events: int, max_keys: int, warmup: int = 300) -> str:
     ("engine", "events", "max_keys", "expected"),
     [
         # The default engine on 20k events, and with tiny tables (evictions everywhere).
-        ("hst", 20_000, 1_000_000, "a9f4485c787838a726a1985d36db04b5fdeaf06bb9d902fd97c3cc0746765fbf"),
+        (
+            "hst",
+            20_000,
+            1_000_000,
+            "a9f4485c787838a726a1985d36db04b5fdeaf06bb9d902fd97c3cc0746765fbf",
+        ),
         ("hst", 6_000, 50, "38987f2121348492601e39632b120246700fc547e4f384c3b614dbdde831300f"),
         # Other explanation paths: the forest's isolation splits; river's trees (z-scores).
-        ("iforest", 4_000, 1_000_000, "653fa2e41d5a42988c6aadb7dbd63ae5a709ac69016b095c4755de10e32e1329"),
-        ("river-hst", 4_000, 1_000_000, "88b8b5f6f1f23611505d10615aff8e1cbbecc4d862f7bc0be5d0642f92dbc1a3"),
+        (
+            "iforest",
+            4_000,
+            1_000_000,
+            "653fa2e41d5a42988c6aadb7dbd63ae5a709ac69016b095c4755de10e32e1329",
+        ),
+        (
+            "river-hst",
+            4_000,
+            1_000_000,
+            "88b8b5f6f1f23611505d10615aff8e1cbbecc4d862f7bc0be5d0642f92dbc1a3",
+        ),
     ],
 )
 def test_pipeline_results_are_pinned(engine: str, events: int, max_keys: int, expected: str):

@@ -268,9 +268,11 @@ class _TypeModel:
             return self.detector.score_learn_many(rows, exclude)
         return score_learn_except(self.detector, rows, exclude)
 
-    def values(self, raw: Mapping[str, float]) -> tuple[float, ...]:
-        """The features of ``raw`` in the model's order (KeyError if one is missing)."""
-        return _layout(self.specs).values(raw)
+    @property
+    def values(self) -> Callable[[Mapping[str, float]], tuple[float, ...]]:
+        """Gives the features of a feature dict in the model's order (KeyError if one is
+        missing)."""
+        return _layout(self.specs).values
 
     def squash(self, values: FloatArray) -> FloatArray:
         """``FeatureSpec.squash`` on every cell of an (events, features) array, with the
@@ -326,13 +328,15 @@ class EventScorer:
         values_by_type: dict[str, list[tuple[float, ...]]] = {}
         index_by_type: dict[str, list[int]] = {}
         extract = self.features.extract
-        models = self._models
+        getters: dict[str, Callable[[Mapping[str, float]], tuple[float, ...]]] = {}
         for i, event in enumerate(events):
             try:
                 features = extract(event)
                 event_type: str = event["event_type"]
-                model = models.get(event_type) or self._model(event_type)
-                values = model.values(features)
+                getter = getters.get(event_type)
+                if getter is None:
+                    getter = getters[event_type] = self._model(event_type).values
+                values = getter(features)
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
@@ -348,7 +352,7 @@ class EventScorer:
         # Types never share state, so each type's events can run on their own, in order.
         top = self.config.explain_top
         for event_type, indices in index_by_type.items():
-            model = models[event_type]
+            model = self._models[event_type]
             raws = raws_by_type[event_type]
             matrix = np.array(values_by_type[event_type], dtype=np.float64)
             array = model.squash(matrix)

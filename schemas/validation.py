@@ -101,14 +101,20 @@ class EventValidator:
         self.max_bytes = max_bytes
         self._validate = compile_validator(EVENT_SCHEMA)
         # The schema's allOf holds one if/then branch per event type; for an event of type
-        # T every other branch's `if` is false and vacuous. A validator holding T's branch
-        # alone is therefore exactly equivalent, and skips six failing `if`s (each raises
-        # and catches inside fastjsonschema): about twice as fast per event.
+        # T every other branch's `if` is false and vacuous, and T's own `if` (event_type
+        # present and equal to T) is true, so its `then` applies. A validator holding T's
+        # `then` alone is therefore exactly equivalent for events of type T (the only ones
+        # it sees), and skips seven `if`s (the failing ones raise and catch inside
+        # fastjsonschema). Its local $refs are inlined as well (`_inline_refs`), which
+        # saves a call per referenced value. Together about 2.5 times as fast per event.
         schema = load_schema(EVENT_SCHEMA)
         self._by_type: dict[str, Validate] = {}
         for branch in schema["allOf"]:
             event_type = branch["if"]["properties"]["event_type"]["const"]
-            self._by_type[event_type] = compile_schema({**schema, "allOf": [branch]}, EVENT_SCHEMA)
+            # The allow-list check runs on the schema as written (refs and all) first.
+            compile_schema({**schema, "allOf": [branch]}, EVENT_SCHEMA)
+            specialised = _inline_refs({**schema, "allOf": [branch["then"]]}, schema)
+            self._by_type[event_type] = compile_schema(specialised, EVENT_SCHEMA)
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
         """The event as a dict if `raw` is a valid event, otherwise why not."""
@@ -251,6 +257,43 @@ def _check_ref(
             problems.append(f"{path}: $ref {ref!r} does not resolve")
             return
         target = target[token]
+
+
+def _inline_refs(schema: dict[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with every local ``$ref`` replaced by its target, and without ``$defs``.
+
+    Sound for schemas that pass ``draft07_incompatibilities``: a ``$ref`` has only
+    annotations beside it, which validate nothing, and targets are local JSON pointers.
+    A cycle of references cannot be inlined and raises ``ValueError``.
+    """
+
+    def inline(node: Any, trail: tuple[str, ...]) -> Any:
+        if not isinstance(node, dict):
+            return node  # a boolean schema
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            if ref in trail:
+                raise ValueError(f"$ref cycle through {ref!r}")
+            target: Any = root
+            for token in ref[2:].split("/"):
+                target = target[token.replace("~1", "/").replace("~0", "~")]
+            return inline(target, (*trail, ref))
+        out: dict[str, Any] = {}
+        for keyword, value in node.items():
+            if keyword == "$defs":
+                continue
+            if keyword in _SUBSCHEMA:
+                out[keyword] = inline(value, trail)
+            elif keyword in _SUBSCHEMA_LIST:
+                out[keyword] = [inline(child, trail) for child in value]
+            elif keyword in _SUBSCHEMA_MAP:
+                out[keyword] = {name: inline(child, trail) for name, child in value.items()}
+            else:  # assertions and annotations hold data, never schemas
+                out[keyword] = value
+        return out
+
+    inlined: dict[str, Any] = inline(schema, ())
+    return inlined
 
 
 def _is_number(value: Any) -> bool:

@@ -155,3 +155,15 @@ class ServiceProcess:
         return (
             self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
         )
+
+    def stderr_text(self) -> str:
+        """What the process wrote to stderr so far (``stderr()`` reads ``proc.stderr``,
+        which is None since stderr goes to a file)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def log_tail(self, count: int = 40) -> str:
+        """The last ``count`` log lines, one JSON object a line: for assertion messages."""
+        with self._changed:
+            lines = self.logs[-count:]
+        return "\n".join(orjson.dumps(line).decode() for line in lines)

@@ -407,6 +407,8 @@ class Service:
             for (record, event), result in zip(items, results, strict=True):
                 if not state.silent(record.offset):
                     self._output(producer, record, event, result)
+        # Serve delivery callbacks once per batch (the commit flushes anyway).
+        producer.poll(0)
         batch_no = self.summary.batches + 1
         self.faults.reached("after_produce", batch_no)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
@@ -450,7 +452,6 @@ class Service:
                 self.metrics.held_by_labels.labels(result.event_type).inc()
         if self.settings.observations:
             self._observe(producer, record, event, result)
-        producer.poll(0)
 
     def _alert(
         self, producer: Producer, record: Record, event: dict[str, Any], scored: Scored

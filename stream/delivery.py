@@ -24,6 +24,11 @@ from stream.kafka_io import DeliveryTracker, VigilKafkaError, commit_or_raise, f
 log = structlog.get_logger("vigil.delivery")
 
 
+class ProducerFatalError(VigilKafkaError):
+    """The transactional producer hit a fatal error: it is unusable and must be replaced
+    (a new instance with the same transactional.id fences it and aborts what it left)."""
+
+
 class TransactionAbortedError(VigilKafkaError):
     """The batch's transaction was aborted; nothing of it is visible downstream."""
 
@@ -97,6 +102,13 @@ class ExactlyOnce:
         if self._open:
             self._abort_quietly()
 
+    def abort(self, exc: KafkaException) -> None:
+        """A produce() of the batch was refused (the transaction is in an abortable
+        state): abort it. Raises TransactionAbortedError, or ProducerFatalError."""
+        self.tracker.failures.clear()
+        self.tracker.pending = 0
+        self._abort(exc)
+
     def _commit_with_retries(self) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
@@ -114,7 +126,7 @@ class ExactlyOnce:
     def _abort(self, exc: KafkaException) -> None:
         error = exc.args[0]
         if error.fatal():
-            raise VigilKafkaError(
+            raise ProducerFatalError(
                 f"transaction failed fatally: {error.str()}", error.name()
             ) from exc
         log.warning("transaction.aborting", error=error.str(), code=error.name())
@@ -127,7 +139,9 @@ class ExactlyOnce:
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():
-                raise VigilKafkaError(f"abort failed fatally: {error.str()}", error.name()) from exc
+                raise ProducerFatalError(
+                    f"abort failed fatally: {error.str()}", error.name()
+                ) from exc
             log.warning("transaction.abort_failed", error=error.str())
         self._open = False
 

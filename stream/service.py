@@ -18,7 +18,14 @@ from typing import Any, Protocol, cast
 
 import orjson
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from detectors.guard import LearningGuard
 from detectors.label_gate import LabelGate
@@ -26,7 +33,13 @@ from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, st
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
 from stream.checkpoint import fingerprint
-from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
+from stream.delivery import (
+    AtLeastOnce,
+    Delivery,
+    ExactlyOnce,
+    ProducerFatalError,
+    TransactionAbortedError,
+)
 from stream.faults import FaultInjector
 from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
 from stream.kafka_io import (
@@ -279,11 +292,14 @@ class Service:
                     self._apply_labels(self._label_feed.poll())
                 if self._pattern_feed is not None:
                     self._apply_patterns(self._pattern_feed.poll())
-                try:
-                    self._process_batch(consumer, producer, delivery, messages)
-                except TransactionAbortedError:
-                    self.owned.rewind(consumer)
-                    self._refresh_ready()
+                producer, delivery = self._batch(consumer, producer, delivery, messages)
+                # A slow batch (a broker away) is not idle time.
+                self._idle_since = time.monotonic()
+        except BaseException:
+            # The in-memory state may be ahead of what is durable: close() must not
+            # snapshot it on revoke, or a restart would skip the batch's outputs.
+            self.owned.states.clear()
+            raise
         finally:
             self.health.ready = False
             self.summary.finished = time.monotonic()
@@ -308,6 +324,43 @@ class Service:
                 elapsed_s=round(self.summary.elapsed_s, 3),
             )
         return self.summary
+
+    def _batch(
+        self,
+        consumer: ConsumerLike,
+        producer: Producer,
+        delivery: Delivery,
+        messages: list[Message],
+    ) -> tuple[Producer, Delivery]:
+        """Process one batch; on a failed transaction, roll the state back to what is
+        durable. Returns the clients to go on with (a fatally failed producer is replaced)."""
+        try:
+            try:
+                self._process_batch(consumer, producer, delivery, messages)
+            except KafkaException as exc:
+                # produce() refuses once the transaction must be aborted (a record the
+                # broker rejected, e.g. MSG_SIZE_TOO_LARGE): abort it.
+                if not isinstance(delivery, ExactlyOnce):
+                    raise
+                delivery.abort(exc)
+        except TransactionAbortedError:
+            self._rewind(consumer)
+        except ProducerFatalError as exc:
+            # A broker away mid-transaction can leave the producer fatally failed (e.g.
+            # INVALID_TXN_STATE on abort): a new one with the same transactional.id fences
+            # the old one and aborts what it left open; then read again from the snapshots.
+            log.warning("producer.replacing", error=str(exc))
+            producer = Producer(producer_config(self.settings, transactional=True))
+            delivery = ExactlyOnce(producer, self.settings.flush_timeout_s)
+            delivery.start()
+            self._live, self._out = producer, delivery
+            self.owned.bind(producer, delivery)
+            self._rewind(consumer)
+        return producer, delivery
+
+    def _rewind(self, consumer: ConsumerLike) -> None:
+        self.owned.rewind(consumer)
+        self._refresh_ready()
 
     def _idle_long_enough(self, consumer: ConsumerLike) -> bool:
         """Idle means: nothing new for ``exit_when_idle`` seconds *and* caught up with the
@@ -343,12 +396,14 @@ class Service:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
         self.owned.revoke(consumer, partitions)
+        self._idle_since = time.monotonic()
         self._refresh_ready()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them; write nothing.
         log.warning("partitions.lost", partitions=[p.partition for p in partitions])
         self.owned.forget((p.topic or "", p.partition or 0) for p in partitions)
+        self._idle_since = time.monotonic()
         self._refresh_ready()
 
     def _refresh_ready(self) -> None:

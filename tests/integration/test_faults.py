@@ -87,17 +87,6 @@ def _finish(service: ServiceProcess, bootstrap: str, group: str, topic: str) -> 
     return service.terminate()
 
 
-# librdkafka 2.16 + Kafka 4.1: the broker crashes after the batch's first produce; the
-# AddOffsetsToTxn request times out, the service aborts, and the broker (back by then, its
-# transaction state still COMPLETE_COMMIT) answers EndTxn(ABORT) with INVALID_TXN_STATE,
-# which librdkafka makes fatal: delivery.py raises and `vigil run` exits 1.
-NEEDS_PRODUCER_REPLACEMENT = pytest.mark.xfail(
-    strict=True,
-    reason="a fatal transactional-producer error (INVALID_TXN_STATE on abort after a broker "
-    "crash) ends the service: it must replace its producer and rewind (stream/service.py)",
-)
-
-
 # Not strict: on current code a clean broker shutdown sometimes passes, and sometimes the
 # AddOffsetsToTxn timeout -> abort -> rewind -> partitions lost -> reassigned path leaves
 # the service consuming nothing more (no batch after the silent re-score of [1500, 2000)).
@@ -110,7 +99,7 @@ FLAKY_AFTER_REWIND = pytest.mark.xfail(
 @pytest.mark.parametrize(
     "crash",
     [
-        pytest.param("sigkill", marks=NEEDS_PRODUCER_REPLACEMENT),
+        "sigkill",
         pytest.param("sigterm", marks=FLAKY_AFTER_REWIND),
     ],
 )
@@ -171,11 +160,6 @@ def _set_max_message_bytes(bootstrap: str, topic: str, value: int) -> None:
         future.result(timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="once the broker rejects a record, the transaction must abort and produce() raises "
-    "KafkaException(_STATE) out of _process_batch: the service exits 1 (stream/service.py)",
-)
 def test_an_alerts_topic_refusing_writes_holds_the_input_back_and_loses_nothing(
     kafka_bootstrap, unique_name
 ):

@@ -38,6 +38,8 @@ from detectors.threshold import QuantileThreshold
 
 Engine = Literal["hst", "river-hst", "iforest", "ensemble"]
 ENGINES: tuple[Engine, ...] = ("hst", "river-hst", "iforest", "ensemble")
+COHORT_SEPARATOR = "|"
+NEW_ACCOUNTS = "new_account"
 DetectorFactory = Callable[[tuple[str, ...], int], Detector]
 
 
@@ -56,6 +58,9 @@ class ScoringConfig:
     explain_top: int = 3
     # Do not learn events scoring above this (poisoning protection); None learns all.
     protect_above: float | None = None
+    # Cold start by cohort: events of accounts younger than this are scored by a model of
+    # their own cohort (per event type), not against established accounts. None: off.
+    cohort_age_h: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,15 +302,22 @@ class EventScorer:
         self.features = FeatureExtractor(self.config.max_keys)
         self._models: dict[str, _TypeModel] = {}
 
-    def _model(self, event_type: str) -> _TypeModel:
-        model = self._models.get(event_type)
+    def _model(self, key: str) -> _TypeModel:
+        """The model of ``key``: an event type, or an event type and cohort."""
+        model = self._models.get(key)
         if model is None:
-            specs = FEATURE_SPECS[event_type]
-            seed = stable_seed(self.config.seed, event_type)
+            specs = FEATURE_SPECS[key.partition(COHORT_SEPARATOR)[0]]
+            seed = stable_seed(self.config.seed, key)
             detector = self._factory(tuple(s.name for s in specs), seed)
             model = _TypeModel(specs, detector, self.config)
-            self._models[event_type] = model
+            self._models[key] = model
         return model
+
+    def _key(self, event_type: str, features: Mapping[str, float]) -> str:
+        limit = self.config.cohort_age_h
+        if limit is not None and features["user_age_h"] < limit:
+            return event_type + COHORT_SEPARATOR + NEW_ACCOUNTS
+        return event_type
 
     def score(self, event: Mapping[str, Any]) -> Scored:
         """Score one event; raises ``ValueError`` if it cannot be scored."""
@@ -340,21 +352,23 @@ class EventScorer:
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
-            if event_type in index_by_type:
-                raws_by_type[event_type].append(features)
-                values_by_type[event_type].append(values)
-                index_by_type[event_type].append(i)
+            key = self._key(event_type, features)
+            if key in index_by_type:
+                raws_by_type[key].append(features)
+                values_by_type[key].append(values)
+                index_by_type[key].append(i)
             else:
-                raws_by_type[event_type] = [features]
-                values_by_type[event_type] = [values]
-                index_by_type[event_type] = [i]
+                raws_by_type[key] = [features]
+                values_by_type[key] = [values]
+                index_by_type[key] = [i]
 
-        # Types never share state, so each type's events can run on their own, in order.
+        # Models never share state, so each model's events can run on their own, in order.
         top = self.config.explain_top
-        for event_type, indices in index_by_type.items():
-            model = self._models[event_type]
-            raws = raws_by_type[event_type]
-            matrix = np.array(values_by_type[event_type], dtype=np.float64)
+        for key, indices in index_by_type.items():
+            model = self._model(key)
+            event_type = key.partition(COHORT_SEPARATOR)[0]
+            raws = raws_by_type[key]
+            matrix = np.array(values_by_type[key], dtype=np.float64)
             array = model.squash(matrix)
             skip = None if exclude is None else [bool(exclude[i]) for i in indices]
             for start, stop in model.chunks(len(indices)):

@@ -117,6 +117,7 @@ def scoring_config(settings: ServiceSettings) -> ScoringConfig:
         warmup=settings.warmup,
         max_keys=settings.max_keys,
         protect_above=settings.protect_above,
+        cohort_age_h=settings.cohort_age_h,
     )
 
 

@@ -85,6 +85,9 @@ class ServiceSettings(BaseModel):
     quantile: float = Field(default=0.995, gt=0, lt=1)
     warmup: int = Field(default=300, ge=0)
     max_keys: int = Field(default=1_000_000, ge=1)
+    cohort_age_h: float | None = Field(
+        default=None, gt=0, description="score accounts younger than this by a cohort model"
+    )
     protect_above: float | None = Field(
         default=None, description="do not learn events scoring above this (anti-poisoning)"
     )

@@ -189,3 +189,25 @@ def test_excluded_events_are_scored_but_not_learned_however_batched(engine):
     assert [r.score for r in learned_all] != [r.score for r in batched]  # type: ignore[union-attr]
     # Excluding nothing is learning everything.
     assert EventScorer(config).score_batch(events, [False] * len(events)) == learned_all
+
+
+def test_cohort_models_score_new_accounts_apart_however_batched():
+    import orjson
+
+    from stream.traffic import TrafficConfig, generate
+
+    events = [
+        orjson.loads(r.value)
+        for r in generate(TrafficConfig(events=3_000, seed=9))
+        if r.malformed is None
+    ]
+    config = ScoringConfig(cohort_age_h=24.0, warmup=20, window_size=40, quantile=0.9)
+    batched = EventScorer(config)
+    results = batched.score_batch(events)
+    one_by_one = EventScorer(config)
+    assert results == [one_by_one.score_batch([e])[0] for e in events]
+    cohorts = {key for key in batched._models if key.endswith("|new_account")}
+    assert cohorts, "new accounts got no model of their own"
+    # Without cohorts the same events score differently: the routing is not a no-op.
+    plain = EventScorer(ScoringConfig(warmup=20, window_size=40, quantile=0.9))
+    assert [r.score for r in plain.score_batch(events)] != [r.score for r in results]

@@ -1,12 +1,14 @@
 """What on-call sees, measured against ground truth: precision, attack instances caught,
 alerts per caught instance, detection delay, alert volume.
 
-An on-call reviewer sees distinct alerts: one per event alert (``al-``) and one per pattern
-(``pa-``), whose latest record is its current state. The rules:
+An on-call reviewer sees distinct alerts: one per event alert (``al-``), one per pattern
+(``pa-``) and one per incident (``in-``, patterns grouped), whose latest record is its
+current state. Pattern and incident alerts are *group* alerts. The rules:
 
-- **Known events** of an alert: an event alert's event; a pattern alert's examples
-  (``event_ids``, its first anomalous events, up to 5), the only members it names.
-- **True**: an event alert whose event is an attack event; a pattern alert whose known
+- **Known events** of an alert: an event alert's event; a group alert's ``event_ids`` (a
+  pattern's first anomalous events, up to 5; an incident's events most of its patterns
+  name, up to 10), the only members it names.
+- **True**: an event alert whose event is an attack event; a group alert whose known
   events are *mostly* attack events (strictly more than half of those in the ground truth).
   An alert with no known event is *unknown* and left out of the precision.
 - **Caught**: an attack instance is caught when a true alert has one of its events among
@@ -32,6 +34,7 @@ from typing import Any
 
 EVENT = "event"
 PATTERN = "pattern"
+INCIDENT = "incident"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,7 @@ class OnCallAlert:
     """One alert as on-call sees it (an event alert, or a pattern's current state)."""
 
     alert_id: str
-    kind: str  # "event" or "pattern"
+    kind: str  # "event", "pattern" or "incident"
     event_ids: tuple[str, ...]  # its known events
     raised_t: float  # event time of its first record's trigger, epoch seconds
     score: float = 0.0
@@ -131,12 +134,14 @@ class OnCallEvaluation:
     alerts: int = 0
     event_alerts: int = 0
     pattern_alerts: int = 0
+    incident_alerts: int = 0
     true_alerts: int = 0
     false_alerts: int = 0
     unknown_alerts: int = 0
     instances: int = 0
     caught: int = 0
-    # Caught instances with at least one true pattern alert, and those alerts per instance.
+    # Caught instances with at least one true group (pattern or incident) alert, and those
+    # alerts per instance.
     pattern_caught: int = 0
     pattern_alerts_per_instance: list[int] = field(default_factory=list)
     delays_events: list[int] = field(default_factory=list)
@@ -197,6 +202,8 @@ def evaluate_oncall(
         result.alerts += 1
         if alert.kind == PATTERN:
             result.pattern_alerts += 1
+        elif alert.kind == INCIDENT:
+            result.incident_alerts += 1
         else:
             result.event_alerts += 1
         verdict = alert_verdict(alert.event_ids, attack_of)
@@ -212,7 +219,7 @@ def evaluate_oncall(
                 continue
             if instance not in first_alert or alert.raised_t < first_alert[instance]:
                 first_alert[instance] = alert.raised_t
-            if alert.kind == PATTERN:
+            if alert.kind != EVENT:
                 patterns_on[instance].add(alert.alert_id)
 
     for instance in sorted(counted):

@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "replay": "a bounded range of a topic through the same pipeline, to a file or topic",
         "review": "list open alerts, record a verdict, or simulate a reviewer",
         "patterns": "pattern alerts from the observations topic (the keyed second stage)",
+        "incidents": "incident alerts: the patterns of one attack grouped (the third stage)",
         "tune": "precision-targeted thresholds from a replay's scores and labels",
         "bench": "benchmarks: detector speed and quality, pipeline throughput",
     }
@@ -104,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.patterns_stage import patterns_cli
 
         return patterns_cli(rest)
+    if command == "incidents":
+        from stream.incidents_stage import incidents_cli
+
+        return incidents_cli(rest)
     if command == "bench" and rest[:1] == ["state"]:
         from stream.bench_state import bench_state_cli
 

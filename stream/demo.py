@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from detectors.evaluation import evaluate
-from detectors.oncall_eval import PATTERN, current_alerts
+from detectors.oncall_eval import INCIDENT, PATTERN, current_alerts
 from detectors.scoring import ENGINES
 from stream import kafka_local
 from stream.demo_logs import gate_segments, restore_figures
 from stream.demo_measure import flagged_events, measure_phase, phase_alerts, read_alert_records
 from stream.demo_report import DemoOutcome, event_examples, pattern_examples, summary
 from stream.demo_review import Review, simulate_review
-from stream.demo_stages import DemoTopics, PatternStageProcess, run_service, service_settings
+from stream.demo_stages import (
+    DemoTopics,
+    StageProcess,
+    incident_stage,
+    pattern_stage,
+    run_service,
+    service_settings,
+)
 from stream.demo_traffic import PhasedTraffic
 from stream.review import produce_labels
 from stream.service import RunSummary
@@ -105,7 +112,7 @@ class _Run:
     bootstrap: str
     topics: DemoTopics
     traffic: PhasedTraffic
-    stage: PatternStageProcess
+    stages: tuple[StageProcess, StageProcess]  # vigil patterns, vigil incidents
     overrides: Mapping[str, Any]
 
 
@@ -119,7 +126,8 @@ def _phase(run: _Run, phase: int, records: int, log: Path, labels: str | None) -
         run.bootstrap, run.topics, labels_topic=labels, overrides=run.overrides
     )
     summary_ = run_service(settings, log, _progress(max(records // 5, 1)))
-    _say(f"      pattern stage caught up {run.stage.wait_caught_up():.1f}s after the service")
+    for stage in run.stages:  # in pipeline order: each one's input is complete
+        _say(f"      vigil {stage.name} caught up {stage.wait_caught_up():.1f}s after")
     return summary_
 
 
@@ -140,6 +148,7 @@ def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
             topics.alerts: 1,  # one partition: its order is the order alerts arrived in
             topics.dlq: 1,
             topics.observations: args.partitions,
+            topics.patterns: 1,  # one partition: incidents group over all the patterns
             topics.labels: 1,
         },
     )
@@ -152,11 +161,15 @@ def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
     args.workdir.mkdir(parents=True, exist_ok=True)
     logs = [args.workdir / f"demo-service-{n}.log" for n in (1, 2)]
     patterns_log = args.workdir / "demo-patterns.log"
+    incidents_log = args.workdir / "demo-incidents.log"
     run = _Run(
         bootstrap,
         topics,
         PhasedTraffic(config, bootstrap, topics.input),
-        PatternStageProcess(bootstrap, topics, patterns_log, base_rate=1 - args.quantile),
+        (
+            pattern_stage(bootstrap, topics, patterns_log, base_rate=1 - args.quantile),
+            incident_stage(bootstrap, topics, incidents_log),
+        ),
         {
             "engine": args.engine,
             "quantile": args.quantile,
@@ -165,34 +178,50 @@ def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
         },
     )
     first = round(args.events * args.phase1_share)
-    run.stage.start()
+    for stage in run.stages:
+        stage.start()
     try:
         runs = [_phase(run, 1, first, logs[0], None)]
-        boundary = end_offsets(bootstrap, topics.alerts)[0]
+        boundaries = (
+            end_offsets(bootstrap, topics.alerts)[0],
+            end_offsets(bootstrap, topics.patterns)[0],
+        )
         review = _review(run, args.max_labels)
         runs.append(_phase(run, 2, args.events - first, logs[1], topics.labels))
     finally:
-        run.stage.stop()
-    outcome = _outcome(run, args, runs, boundary, review)
-    outcome.logs = [*logs, patterns_log]
+        for stage in run.stages:
+            stage.stop()
+    outcome = _outcome(run, args, runs, boundaries, review)
+    outcome.logs = [*logs, patterns_log, incidents_log]
     outcome.gate = gate_segments(logs[1])
     outcome.restore = restore_figures(logs[1])
     return outcome
 
 
 def _outcome(
-    run: _Run, args: argparse.Namespace, runs: list[RunSummary], boundary: int, review: Review
+    run: _Run,
+    args: argparse.Namespace,
+    runs: list[RunSummary],
+    boundaries: tuple[int, int],  # phase 2's first offsets on the alerts and pattern topics
+    review: Review,
 ) -> DemoOutcome:
     _say(f"[6/{STEPS}] reading alerts, observations and dead letters back from Kafka...")
     traffic = run.traffic
     alert_records = read_alert_records(run.bootstrap, run.topics.alerts)
-    event_alerts, pattern_alerts = phase_alerts(alert_records, boundary)
+    event_alerts, incident_alerts = phase_alerts(alert_records, boundaries[0])
+    pattern_records = [  # the pattern topic also carries stage 2's watermarks
+        (offset, r)
+        for offset, r in read_alert_records(run.bootstrap, run.topics.patterns)
+        if r.get("kind") == PATTERN
+    ]
+    _, pattern_alerts = phase_alerts(pattern_records, boundaries[1])
     measure = measure_phase(
         traffic.phases[1],
         traffic.instances_starting_in(1),
         event_alerts,
-        pattern_alerts,
+        incident_alerts,
         flagged_events(run.bootstrap, run.topics.observations),
+        pattern_alerts=pattern_alerts,
     )
     dead = read_topic(run.bootstrap, run.topics.dlq)
     all_event_alerts = [r for _, r in alert_records if r.get("kind", "event") == "event"]
@@ -211,7 +240,7 @@ def _outcome(
         whole_stream=evaluate(all_event_alerts, traffic.labels),
         event_alert_examples=event_examples(all_event_alerts, traffic.labels),
         pattern_alert_examples=pattern_examples(
-            [a for a in current_alerts(r for _, r in alert_records) if a.kind == PATTERN],
+            [a for a in current_alerts(r for _, r in alert_records) if a.kind == INCIDENT],
             traffic.attack_of,
         ),
     )

@@ -5,10 +5,12 @@ Views, each scored by ``detectors.oncall_eval`` against phase 2's ground truth:
 - ``event-level``: every event the detector flagged within its alert budget, one alert
   each (the anomalous observations: the service writes them whether or not labels hold the
   event alert back). The baseline on-call would face without patterns and labels.
-- ``before labels``: those event alerts and the pattern alerts.
+- ``before labels``: those event alerts and the group alerts (incident alerts; pattern
+  alerts when no incident stage runs).
 - ``after labels``: the event alerts the service actually sent (labels holding some back)
-  and the pattern alerts: what on-call sees.
-- ``patterns only``: the pattern alerts alone.
+  and the group alerts: what on-call sees.
+- ``incidents only``: the incident alerts alone (``vigil incidents``).
+- ``patterns only``: the pattern alerts alone (what on-call would see without incidents).
 
 Recall and delays count the attack instances that start in phase 2 (an instance already
 running in phase 1 may have been caught there); alerts on any attack event count as true.
@@ -24,7 +26,6 @@ import orjson
 
 from detectors.oncall_eval import (
     EVENT,
-    PATTERN,
     OnCallAlert,
     OnCallEvaluation,
     TruthEvent,
@@ -38,6 +39,7 @@ EVENT_LEVEL = "event-level"
 BEFORE = "before labels"
 AFTER = "after labels"
 PATTERNS = "patterns only"
+INCIDENTS = "incidents only"
 
 
 @dataclass
@@ -46,6 +48,8 @@ class PhaseMeasure:
     # Event-level alerts, highest score first, needed to catch as many instances as the
     # "after labels" view does (None: all of them catch fewer).
     event_level_at_equal_recall: int | None = None
+    # The same for the group alerts alone (incidents, or patterns): what they replace.
+    event_level_at_group_recall: int | None = None
     pattern_alerts: list[OnCallAlert] = field(default_factory=list)
 
     def ratio(self, view: str = AFTER) -> float | None:
@@ -54,11 +58,22 @@ class PhaseMeasure:
         return self.views[EVENT_LEVEL].alerts / alerts if alerts else None
 
     def equal_recall_ratio(self, view: str = AFTER) -> float | None:
-        """Event-level alerts at ``view``'s recall (highest scores first) over its alerts."""
+        """Event-level alerts at ``view``'s recall (highest scores first) over its alerts;
+        for ``after labels`` and the group view (incidents, else patterns)."""
         alerts = self.views[view].alerts
-        if self.event_level_at_equal_recall is None or not alerts:
+        needed = self.event_level_at_equal_recall if view == AFTER else self.group_needed
+        if needed is None or not alerts:
             return None
-        return self.event_level_at_equal_recall / alerts
+        return needed / alerts
+
+    @property
+    def group_view(self) -> str:
+        """The view of the group alerts alone: incidents if measured, else patterns."""
+        return INCIDENTS if INCIDENTS in self.views else PATTERNS
+
+    @property
+    def group_needed(self) -> int | None:
+        return self.event_level_at_group_recall
 
 
 def read_alert_records(bootstrap: str, topic: str) -> list[tuple[int, dict[str, Any]]]:
@@ -86,9 +101,9 @@ def flagged_events(bootstrap: str, observations_topic: str) -> list[OnCallAlert]
 def phase_alerts(
     records: Sequence[tuple[int, Mapping[str, Any]]], from_offset: int
 ) -> tuple[list[OnCallAlert], list[OnCallAlert]]:
-    """Event alerts sent from ``from_offset`` on, and the patterns raised or grown from
-    there (with all their records: a pattern's state is its latest, its start its first);
-    a pattern only resolved there belongs to the phase before."""
+    """Event alerts sent from ``from_offset`` on, and the group alerts (patterns, incidents)
+    raised or grown from there (with all their records: the state is the latest record, the
+    start the first); one only resolved there belongs to the phase before."""
     events = current_alerts(r for offset, r in records if offset >= from_offset and _is_event(r))
     active = {
         r["alert_id"]
@@ -103,27 +118,38 @@ def measure_phase(
     stream: Sequence[TruthEvent],
     instances: set[str],
     event_alerts: Sequence[OnCallAlert],
-    pattern_alerts: Sequence[OnCallAlert],
+    group_alerts: Sequence[OnCallAlert],
     flagged: Iterable[OnCallAlert],
+    *,
+    pattern_alerts: Sequence[OnCallAlert] | None = None,
 ) -> PhaseMeasure:
+    """The views; ``group_alerts`` are what on-call sees beside event alerts (incidents, or
+    patterns when ``pattern_alerts`` is None), ``pattern_alerts`` the patterns behind them."""
     in_phase = {e.event_id for e in stream}
     budget = [a for a in flagged if a.event_ids[0] in in_phase]
 
     def score(alerts: Sequence[OnCallAlert]) -> OnCallEvaluation:
         return evaluate_oncall(alerts, stream, instances=instances)
 
-    result = PhaseMeasure(pattern_alerts=list(pattern_alerts))
+    patterns = group_alerts if pattern_alerts is None else pattern_alerts
+    result = PhaseMeasure(pattern_alerts=list(patterns))
     result.views = {
         EVENT_LEVEL: score(budget),
-        BEFORE: score([*budget, *pattern_alerts]),
-        AFTER: score([*event_alerts, *pattern_alerts]),
-        PATTERNS: score(pattern_alerts),
+        BEFORE: score([*budget, *group_alerts]),
+        AFTER: score([*event_alerts, *group_alerts]),
     }
+    if pattern_alerts is not None:
+        result.views[INCIDENTS] = score(group_alerts)
+    result.views[PATTERNS] = score(patterns)
     result.event_level_at_equal_recall = alerts_for_recall(
         budget, stream, result.views[AFTER].caught, instances=instances
+    )
+    groups = INCIDENTS if pattern_alerts is not None else PATTERNS
+    result.event_level_at_group_recall = alerts_for_recall(
+        budget, stream, result.views[groups].caught, instances=instances
     )
     return result
 
 
 def _is_event(record: Mapping[str, Any]) -> bool:
-    return bool(record.get("kind", EVENT) != PATTERN)
+    return bool(record.get("kind", EVENT) == EVENT)

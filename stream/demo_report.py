@@ -32,7 +32,7 @@ def _duration(seconds: float | None) -> str:
 def format_views(measure: PhaseMeasure) -> str:
     header = (
         f"{'view':<15} {'alerts':>7} {'true':>6} {'false':>6} {'prec.':>6}"
-        f" {'caught':>9} {'recall':>6} {'pa/inst':>7} {'delay ev':>8} {'delay t':>8}"
+        f" {'caught':>9} {'recall':>6} {'gr/inst':>7} {'delay ev':>8} {'delay t':>8}"
         f" {'per 1M ev':>10}"
     )
     lines = [header]
@@ -59,10 +59,23 @@ def format_views(measure: PhaseMeasure) -> str:
             f" send {needed:,} alerts (highest scores first, in hindsight):"
             f" {_num(measure.equal_recall_ratio(), '.2f')}x the alerts after labels"
         )
+    group = measure.views[measure.group_view]
+    if group.caught:
+        needed = measure.group_needed
+        ratio = _num(measure.equal_recall_ratio(measure.group_view), ".1f")
+        lines.append(
+            f"{measure.group_view}: {group.alerts:,} alerts catch {group.caught} instances;"
+            + (
+                " no event-level threshold catches as many"
+                if needed is None
+                else f" event-level alerting needs {needed:,} for as many (highest scores"
+                f" first, in hindsight): {ratio}x more"
+            )
+        )
     lines.append(
-        "pa/inst: pattern alerts per instance they caught; delay ev: median events of an"
-        " instance before its first true alert; delay t: median event time from its first"
-        " event to that alert"
+        "gr/inst: group (incident or pattern) alerts per instance they caught; delay ev:"
+        " median events of an instance before its first true alert; delay t: median event"
+        " time from its first event to that alert"
     )
     return "\n".join(lines)
 
@@ -101,32 +114,41 @@ def format_restore(restore: Restore | None) -> str:
 def pattern_examples(
     patterns: Sequence[OnCallAlert], attack_of: Mapping[str, str | None]
 ) -> list[tuple[str, OnCallAlert]]:
-    """One true pattern alert per attack type (the one with most events), by type."""
+    """One true group alert (pattern or incident) per attack type (the one with most
+    events), by type."""
     best: dict[str, OnCallAlert] = {}
     for alert in patterns:
         if not alert_verdict(alert.event_ids, attack_of):
             continue
         kinds = Counter(attack_of.get(e) for e in alert.event_ids if attack_of.get(e))
         attack = str(kinds.most_common(1)[0][0])
-        events = alert.record["pattern"]["events"]
-        if attack not in best or events > best[attack].record["pattern"]["events"]:
+        events = _group(alert.record)["events"]
+        if attack not in best or events > _group(best[attack].record)["events"]:
             best[attack] = alert
     return sorted(best.items())
 
 
+def _group(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``pattern`` or ``incident`` object of a group alert."""
+    group: Mapping[str, Any] = record.get("incident") or record["pattern"]
+    return group
+
+
 def describe_pattern(attack: str, alert: OnCallAlert) -> str:
+    """A pattern or incident alert as on-call reads it."""
     record = alert.record
-    p = record["pattern"]
+    p = _group(record)
     features = ", ".join(f"{f['feature']} {f['direction']}" for f in p["top_features"][:3])
     ranges = ", ".join(
         f"{r['topic']}[{r['partition']}] {r['from_offset']}-{r['to_offset']}"
         for r in p["source_ranges"]
     )
+    patterns = f"{p['pattern_count']} patterns, " if "pattern_count" in p else ""
     return (
         f"{attack}: {alert.alert_id} ({record['status']}, record {record['sequence']})\n"
         f"    shares {' + '.join(p['members'])} ({record['entity']['type']}"
-        f" {record['entity']['id']}); {p['events']} events, {p['users']} users;"
-        f" risk ratio {p['risk_ratio']:.1f}\n"
+        f" {record['entity']['id']}); {patterns}{p['events']} events, {p['users']} users;"
+        f" risk ratio {record['score']:.1f}\n"
         f"    first seen {p['first_seen']}, last seen {p['last_seen']};"
         f" anomalous: {features}\n"
         f"    replay: {ranges}"
@@ -210,7 +232,7 @@ def summary(o: DemoOutcome) -> str:
         "Event alerts over the whole stream (any attack event counts):",
         format_evaluation(o.whole_stream),
         "",
-        "Example pattern alerts (one per attack type, the largest):",
+        "Example incident alerts (one per attack type, the largest):",
     ]
     examples = o.pattern_alert_examples
     lines.extend(describe_pattern(attack, alert) for attack, alert in examples)

@@ -1,5 +1,6 @@
-"""The demo's running parts: the scoring service (in this process, one run per phase) and
-the pattern stage (``vigil patterns`` in a child process, up for the whole demo)."""
+"""The demo's running parts: the scoring service (in this process, one run per phase), the
+pattern stage (``vigil patterns``) and the incident stage (``vigil incidents``), each in a
+child process up for the whole demo."""
 
 from __future__ import annotations
 
@@ -58,6 +59,15 @@ class DemoTopics:
     def patterns_group(self) -> str:
         return f"vigil-demo-patterns-{self.run_id}"
 
+    @property
+    def patterns(self) -> str:
+        """Pattern records, from ``vigil patterns`` to ``vigil incidents`` (one partition)."""
+        return self.topic("patterns")
+
+    @property
+    def incidents_group(self) -> str:
+        return f"vigil-demo-incidents-{self.run_id}"
+
 
 def service_settings(
     bootstrap: str,
@@ -99,48 +109,48 @@ def run_service(
         structlog.configure(**saved)  # not left writing to the closed file
 
 
-class PatternStageProcess:
-    """``vigil patterns`` as a child process: always on, like in production, so that its
-    finders keep their state from phase 1 into phase 2."""
+class StageProcess:
+    """A stage (``vigil patterns``, ``vigil incidents``) as a child process: always on, like
+    in production, so that it keeps its state from phase 1 into phase 2."""
 
     def __init__(
-        self, bootstrap: str, topics: DemoTopics, log_path: Path, base_rate: float
+        self,
+        bootstrap: str,
+        name: str,
+        arguments: list[str],
+        input_topic: str,
+        group: str,
+        log_path: Path,
     ) -> None:
         self.bootstrap = bootstrap
-        self.topics = topics
+        self.name = name
+        self.arguments = arguments
+        self.input_topic = input_topic
+        self.group = group
         self.log_path = log_path
-        self.base_rate = base_rate
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [
-            sys.executable, "-m", "stream.cli", "patterns",
-            "--bootstrap", self.bootstrap,
-            "--observations-topic", self.topics.observations,
-            "--alerts-topic", self.topics.alerts,
-            "--dlq-topic", self.topics.topic("patterns-dlq"),
-            "--group", self.topics.patterns_group,
-            "--base-rate", str(self.base_rate),
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_PATTERNS_")}
+        command = [sys.executable, "-m", "stream.cli", self.name, *self.arguments]
+        prefix = f"VIGIL_{self.name.upper()}_"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log_file:
             self._process = subprocess.Popen(command, stdout=log_file, stderr=log_file, env=env)
 
     def wait_caught_up(self, timeout_s: float = 180.0) -> float:
-        """Until the stage has committed every observation now on the topic; the seconds
-        waited. The service writes observations in transactions, so each partition ends
-        with a commit marker: caught up is a committed offset at the end less that one."""
+        """Until the stage has committed every record now on its input; the seconds
+        waited. Its input is written in transactions, so each partition ends with a commit
+        marker: caught up is a committed offset at the end less that one."""
         started = time.monotonic()
-        topic = self.topics.observations
         while True:
             self._check_alive()
-            ends = end_offsets(self.bootstrap, topic)
-            committed = committed_offsets(self.bootstrap, self.topics.patterns_group, topic)
+            ends = end_offsets(self.bootstrap, self.input_topic)
+            committed = committed_offsets(self.bootstrap, self.group, self.input_topic)
             if all(high == 0 or committed.get(p, -1) >= high - 1 for p, high in ends.items()):
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"the pattern stage did not catch up in {timeout_s:.0f}s")
+                raise TimeoutError(f"vigil {self.name} did not catch up in {timeout_s:.0f}s")
             time.sleep(0.5)
 
     def stop(self) -> None:
@@ -158,5 +168,37 @@ class PatternStageProcess:
     def _check_alive(self) -> None:
         if self._process is not None and self._process.poll() is not None:
             raise RuntimeError(
-                f"the pattern stage exited with {self._process.returncode}; see {self.log_path}"
+                f"vigil {self.name} exited with {self._process.returncode}; see {self.log_path}"
             )
+
+
+def pattern_stage(
+    bootstrap: str, topics: DemoTopics, log_path: Path, base_rate: float
+) -> StageProcess:
+    """``vigil patterns``, writing its pattern records to the pattern topic."""
+    arguments = [
+        "--bootstrap", bootstrap,
+        "--observations-topic", topics.observations,
+        "--alerts-topic", topics.alerts,
+        "--pattern-topic", topics.patterns,
+        "--dlq-topic", topics.topic("patterns-dlq"),
+        "--group", topics.patterns_group,
+        "--base-rate", str(base_rate),
+    ]  # fmt: skip
+    return StageProcess(
+        bootstrap, "patterns", arguments, topics.observations, topics.patterns_group, log_path
+    )
+
+
+def incident_stage(bootstrap: str, topics: DemoTopics, log_path: Path) -> StageProcess:
+    """``vigil incidents``, from the pattern topic to incident alerts on the alerts topic."""
+    arguments = [
+        "--bootstrap", bootstrap,
+        "--pattern-topic", topics.patterns,
+        "--alerts-topic", topics.alerts,
+        "--dlq-topic", topics.topic("incidents-dlq"),
+        "--group", topics.incidents_group,
+    ]  # fmt: skip
+    return StageProcess(
+        bootstrap, "incidents", arguments, topics.patterns, topics.incidents_group, log_path
+    )

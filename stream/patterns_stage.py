@@ -25,6 +25,11 @@ when the partition is revoked, and restored on assignment; the records between t
 snapshot and the committed offset are re-processed silently. A pattern open across a move
 keeps its alert id and its sequence goes on.
 
+Pattern records go to the alerts topic, or with ``pattern_topic`` set to an internal topic
+that ``vigil incidents`` (stream/incidents_stage.py) reads to group the patterns of one
+attack into one incident alert. Each record carries bottom-k samples of its member event
+and user ids (``pattern.event_sample``, ``pattern.user_sample``) for that grouping.
+
 Exactly-once by default: a batch's pattern alerts, dead letters, snapshots and input
 offsets are one Kafka transaction; ``read_committed`` readers see each lifecycle step once.
 ``guarantee = "at-least-once"`` commits after every delivery is acknowledged instead (a
@@ -41,13 +46,13 @@ import socket
 import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import orjson
 import structlog
@@ -56,7 +61,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from detectors.attributes import attribute_kind
-from detectors.patterns import PatternConfig, PatternFinder, PatternUpdate
+from detectors.incidents import BottomK
+from detectors.patterns import Key, PatternConfig, PatternFinder, PatternUpdate
 from stream.checkpoint import SnapshotAssembler, fingerprint
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
 from stream.kafka_io import Record, VigilKafkaError
@@ -79,6 +85,9 @@ _ENTITY_KINDS: tuple[tuple[str, str], ...] = (
     ("shop", "shop"),
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Version of what a partition's state keeps for its records (2: member samples); in the
+# fingerprint, so a snapshot of another version is not restored.
+_RECORD = 2
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -92,6 +101,11 @@ class PatternStageSettings(BaseModel):
     bootstrap: str = Field(min_length=1)
     observations_topic: str = Field(min_length=1)
     alerts_topic: str = Field(min_length=1)
+    pattern_topic: str | None = Field(
+        default=None,
+        min_length=1,
+        description="where pattern records go, for `vigil incidents` (default: alerts_topic)",
+    )
     dlq_topic: str = Field(default="vigil.patterns.dlq", min_length=1)
     group: str = Field(min_length=1)
     exit_when_idle: float | None = Field(default=None, gt=0)
@@ -124,6 +138,9 @@ class PatternStageSettings(BaseModel):
         default=300.0, ge=0, description="event-time slack before quiet patterns resolve"
     )
     log_level: str = "info"
+    sample_size: int = Field(
+        default=16, ge=1, le=256, description="member event and user ids a record samples"
+    )
     # The finder (detectors/patterns.py); base_rate should be 1 - the scorer's quantile.
     base_rate: float = Field(default=0.005, gt=0, lt=1)
     min_support: int = Field(default=5, ge=1, le=64)
@@ -162,9 +179,14 @@ class PatternStageSettings(BaseModel):
         member = self.group_instance_id or socket.gethostname()
         return f"vigil-patterns-{self.group}-{member}"
 
+    @property
+    def pattern_topic_name(self) -> str:
+        """The topic pattern records go to: the pattern topic, else the alerts topic."""
+        return self.pattern_topic or self.alerts_topic
+
     def fingerprint(self) -> str:
         """What the state depends on: snapshots made under other values are not restored."""
-        return fingerprint((self.pattern_config(), self.lateness_s))
+        return fingerprint((self.pattern_config(), self.lateness_s, self.sample_size, _RECORD))
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         common: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap}
@@ -207,7 +229,7 @@ class PatternStageSettings(BaseModel):
         return config
 
 
-_FIELDS = frozenset(PatternStageSettings.model_fields)
+S = TypeVar("S", bound=BaseModel)
 
 
 def load_stage_settings(
@@ -221,6 +243,28 @@ def load_stage_settings(
     Its own environment prefix: ``vigil run``'s ``VIGIL_GROUP`` must not become this
     stage's group. Raises ``ConfigError`` naming each bad setting and its source.
     """
+    settings = load_model_settings(
+        PatternStageSettings, "patterns", ENV_PREFIX, cli, config_file=config_file, env=env
+    )
+    try:
+        settings.pattern_config()
+    except ValueError as exc:  # PatternConfig's cross-field checks
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    return settings
+
+
+def load_model_settings(
+    model: type[S],
+    section: str,
+    prefix: str,
+    cli: Mapping[str, Any],
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> S:
+    """A stage's settings ``model``: defaults < TOML file (``[section]``, or the top level)
+    < ``<prefix><NAME>`` environment variables < flags; ``ConfigError`` naming each bad
+    setting and its source (``vigil patterns``, ``vigil incidents``)."""
     env = os.environ if env is None else env
     merged: dict[str, tuple[Any, str]] = {}
     if config_file is not None:
@@ -230,24 +274,23 @@ def load_stage_settings(
             raise ConfigError(f"config file {config_file} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-        section = data.get("patterns", data)
+        found = data.get(section, data)
         merged.update(
-            {str(k).replace("-", "_"): (v, f"file {config_file}") for k, v in section.items()}
+            {str(k).replace("-", "_"): (v, f"file {config_file}") for k, v in found.items()}
         )
     for key, value in env.items():
-        if key.startswith(ENV_PREFIX):
-            merged[key[len(ENV_PREFIX) :].lower()] = (value, f"env {key}")
+        if key.startswith(prefix):
+            merged[key[len(prefix) :].lower()] = (value, f"env {key}")
     merged.update(
         {k: (v, "flag --" + k.replace("_", "-")) for k, v in cli.items() if v is not None}
     )
-    unknown = sorted(k for k in merged if k not in _FIELDS)
+    unknown = sorted(k for k in merged if k not in model.model_fields)
     if unknown:
         raise ConfigError(
             "unknown setting " + ", ".join(f"'{k}' ({merged[k][1]})" for k in unknown)
         )
     try:
-        settings = PatternStageSettings.model_validate({k: v for k, (v, _) in merged.items()})
-        settings.pattern_config()
+        return model.model_validate({k: v for k, (v, _) in merged.items()})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -255,9 +298,6 @@ def load_stage_settings(
             origin = merged.get(name, (None, "default"))[1]
             problems.append(f"setting '{name}' ({origin}): {error['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-    except ValueError as exc:  # PatternConfig's cross-field checks
-        raise ConfigError(f"invalid configuration: {exc}") from None
-    return settings
 
 
 # -- pattern alerts (pure) ------------------------------------------------------------------
@@ -302,8 +342,10 @@ def pattern_alert(
     event_type: str,
     source: tuple[str, int, int],
     config: PatternConfig,
+    samples: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> dict[str, Any]:
-    """The alert record (alert.v1.json, kind ``pattern``) of one lifecycle step."""
+    """The alert record (alert.v1.json, kind ``pattern``) of one lifecycle step;
+    ``samples``: bottom-k samples of its member event ids and user ids (for incidents)."""
     topic, partition, offset = source
     recent_rate = update.risk_ratio * update.baseline_rate
     return {
@@ -351,8 +393,16 @@ def pattern_alert(
                 {"topic": t, "partition": p, "from_offset": lo, "to_offset": hi}
                 for t, p, lo, hi in update.offsets
             ],
+            "event_sample": list(samples[0]),
+            "user_sample": list(samples[1]),
         },
     }
+
+
+def watermark_record(partition: int, partitions: int, t: float) -> dict[str, Any]:
+    """The pattern topic's progress record of one observations partition (CONTRACTS.md):
+    every pattern step of ``partition`` up to event time ``t`` has been written."""
+    return {"kind": "watermark", "v": 1, "partition": partition, "partitions": partitions, "t": t}
 
 
 def _finite(value: float) -> float:
@@ -361,10 +411,15 @@ def _finite(value: float) -> float:
 
 @dataclass(slots=True)
 class _Open:
-    """What the alerts of an open pattern need beyond the finder's update."""
+    """What the alerts of an open pattern need beyond the finder's update: the trigger,
+    the sequence, and samples of its members (its examples, then the anomalous events of
+    its key while it is open: those that join it unless its risk ratio has dropped below
+    the finder's keep ratio)."""
 
     event_type: str
     source: tuple[str, int, int]
+    events: BottomK
+    users: BottomK
     sequence: int = 0
 
 
@@ -381,12 +436,14 @@ class PartitionPatterns:
     what a partition's snapshot holds).
     """
 
-    def __init__(self, config: PatternConfig, lateness_s: float) -> None:
+    def __init__(self, config: PatternConfig, lateness_s: float, sample_size: int = 16) -> None:
         self.config = config
         self.lateness_s = lateness_s
+        self.sample_size = sample_size
         self.finder = PatternFinder(config)
         self.watermark = -math.inf
         self._open: dict[str, _Open] = {}
+        self._of_key: dict[Key, str] = {}  # key of an open pattern -> its pattern id
 
     @property
     def open_patterns(self) -> int:
@@ -401,8 +458,24 @@ class PartitionPatterns:
             self.watermark = obs.t
             alerts = self.advance()
         updates = self.finder.observe_key(decoded.key, obs)
+        for update in updates:
+            if update.status == "new":
+                self._opened(update)
+        pid = self._of_key.get(decoded.key) if obs.is_anomalous else None
+        if pid is not None:
+            state = self._open[pid]
+            state.events.add(obs.event_id)
+            state.users.add(obs.user)
         alerts.extend(self._alert(u, decoded) for u in updates)
         return alerts
+
+    def _opened(self, update: PatternUpdate) -> None:
+        k = self.sample_size
+        state = _Open("unknown", ("", 0, 0), BottomK(k), BottomK(k))
+        for event_id in update.examples:
+            state.events.add(event_id)
+        self._open[update.pattern_id] = state
+        self._of_key[update.members] = update.pattern_id
 
     def advance(self) -> list[dict[str, Any]]:
         """Resolve what has been quiet up to the watermark less the lateness (``observe``
@@ -413,19 +486,24 @@ class PartitionPatterns:
 
     def _alert(self, update: PatternUpdate, decoded: Decoded | None) -> dict[str, Any]:
         state = self._open.get(update.pattern_id)
+        if state is None:  # cannot happen: the finder reports new before anything else
+            self._opened(update)
+            state = self._open[update.pattern_id]
+            topic, partition, low, _ = update.offsets[0] if update.offsets else ("-", 0, 0, 0)
+            state.source = (topic, partition, low)
         if update.status != "resolved" and decoded is not None and decoded.event_type:
             # new and growing are caused by an anomalous observation: the triggering event.
-            if state is None:
-                state = self._open[update.pattern_id] = _Open(decoded.event_type, ("", 0, 0))
             state.event_type = decoded.event_type
             state.source = decoded.observation.source
-        if state is None:  # cannot happen: the finder reports new before anything else
-            topic, partition, low, _ = update.offsets[0] if update.offsets else ("-", 0, 0, 0)
-            state = _Open("unknown", (topic, partition, low))
         state.sequence += 1
         if update.status == "resolved":
             self._open.pop(update.pattern_id, None)
-        return pattern_alert(update, state.sequence, state.event_type, state.source, self.config)
+            if self._of_key.get(update.members) == update.pattern_id:
+                del self._of_key[update.members]
+        samples = (state.events.items(), state.users.items())
+        return pattern_alert(
+            update, state.sequence, state.event_type, state.source, self.config, samples
+        )
 
 
 # -- the consumer loop ----------------------------------------------------------------------
@@ -445,40 +523,35 @@ class StageMetrics:
     """Prometheus instruments of ``vigil patterns``, on a registry of their own; also the
     observer of its partitions' state (stream/owned_partitions.StateObserver)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.observations = Counter(
-            "vigil_patterns_observations", "Observations consumed", registry=r
-        )
-        self.alerts = Counter(
-            "vigil_patterns_alerts", "Pattern alert records produced", ["status"], registry=r
-        )
+    def __init__(
+        self, registry: CollectorRegistry | None = None, prefix: str = "vigil_patterns"
+    ) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.observations = Counter(f"{prefix}_observations", "Records consumed", registry=r)
+        self.alerts = Counter(f"{prefix}_alerts", "Alert records produced", ["status"], registry=r)
         self.dead_letters = Counter(
-            "vigil_patterns_dead_letters", "Records sent to the dead-letter topic", ["reason"],
+            f"{prefix}_dead_letters", "Records sent to the dead-letter topic", ["reason"],
             registry=r,
         )  # fmt: skip
-        self.commits = Counter("vigil_patterns_commits", "Offset commits", registry=r)
+        self.commits = Counter(f"{prefix}_commits", "Offset commits", registry=r)
         self.batch_seconds = Histogram(
-            "vigil_patterns_batch_seconds", "Time to process and commit a batch", registry=r
+            f"{prefix}_batch_seconds", "Time to process and commit a batch", registry=r
         )
         self.open_patterns = Gauge(
-            "vigil_patterns_open", "Open patterns", ["partition"], registry=r
+            f"{prefix}_open", "Open patterns (incidents)", ["partition"], registry=r
         )
         self.assigned_partitions = Gauge(
-            "vigil_patterns_assigned_partitions", "Partitions assigned", registry=r
+            f"{prefix}_assigned_partitions", "Partitions assigned", registry=r
         )
         self.restore_seconds = Histogram(
-            "vigil_patterns_state_restore_seconds",
+            f"{prefix}_state_restore_seconds",
             "From assignment to a partition's state restored and caught up",
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
             registry=r,
         )
-        self.snapshots = Counter(
-            "vigil_patterns_state_snapshots", "State snapshots written", registry=r
-        )
+        self.snapshots = Counter(f"{prefix}_state_snapshots", "State snapshots written", registry=r)
         self.state_bytes = Gauge(
-            "vigil_patterns_state_bytes", "Compressed size of the last snapshot", ["partition"],
+            f"{prefix}_state_bytes", "Compressed size of the last snapshot", ["partition"],
             registry=r,
         )  # fmt: skip
 
@@ -497,8 +570,13 @@ class PatternStage:
     """One member of the ``vigil patterns`` group; run() returns when stopped or idle.
 
     With clients injected (unit tests) no state is kept and delivery is at-least-once
-    unless ``delivery`` and ``read_state`` say otherwise.
+    unless ``delivery`` and ``read_state`` say otherwise. ``vigil incidents``
+    (stream/incidents_stage.py) is this loop over another input: it overrides ``NAME``,
+    ``INPUT_SETTING``, ``_fresh``, ``_observe`` and ``_alert_fields``.
     """
+
+    NAME: ClassVar[str] = "patterns"  # of its log events
+    INPUT_SETTING: ClassVar[str] = "observations_topic"
 
     def __init__(
         self,
@@ -531,13 +609,14 @@ class PatternStage:
         self._stopping = False
         self._out: Delivery | None = None
         self._idle_since = time.monotonic()
+        self._input_partitions: int | None = None  # of the observations topic, once known
 
     @property
     def partitions(self) -> dict[tuple[str, int], PartitionPatterns]:
         return {key: state.model for key, state in self.owned.states.items()}
 
     def _fresh(self, partition: int) -> PartitionPatterns:
-        return PartitionPatterns(self.config, self.settings.lateness_s)
+        return PartitionPatterns(self.config, self.settings.lateness_s, self.settings.sample_size)
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -555,7 +634,9 @@ class PatternStage:
         s = self.settings
         exactly_once = s.guarantee == "exactly-once"
         if self._consumer is None:
-            ensure_state_topic(s, s.observations_topic, input_setting="observations_topic")
+            self._input_partitions = ensure_state_topic(
+                s, s.observations_topic, input_setting=self.INPUT_SETTING
+            )
             if self.owned.read is None:
                 self.owned.read = self._read_state_partition
         consumer = self._consumer or cast(ConsumerLike, Consumer(s.consumer_config()))
@@ -590,7 +671,7 @@ class PatternStage:
         )
         self._idle_since = time.monotonic()
         log.info(
-            "patterns.started",
+            f"{self.NAME}.started",
             observations_topic=s.observations_topic,
             group=s.group,
             guarantee=s.guarantee,
@@ -601,7 +682,7 @@ class PatternStage:
                 messages = consumer.consume(s.batch_size, s.poll_timeout_s)
                 if not messages:
                     if getattr(consumer, "exhausted", False) or self._idle_long_enough(consumer):
-                        log.info("patterns.idle")
+                        log.info(f"{self.NAME}.idle")
                         break
                     continue
                 self._idle_since = time.monotonic()
@@ -620,7 +701,7 @@ class PatternStage:
                 if server is not None:
                     server.shutdown()
             log.info(
-                "patterns.stopped",
+                f"{self.NAME}.stopped",
                 observations=self.summary.observations,
                 replayed=self.summary.replayed,
                 dead_letters=self.summary.dead_letters,
@@ -654,12 +735,11 @@ class PatternStage:
             state.advance(record.offset)
             processed.append(record)
             silent = state.silent(record.offset)
-            decoded = decode_observation(record.key, record.value)
-            if isinstance(decoded, BadObservation):
+            alerts = self._observe(state.model, record)
+            if isinstance(alerts, BadObservation):
                 if not silent:
-                    self._dead_letter(producer, record, decoded.reason, decoded.detail)
+                    self._dead_letter(producer, record, alerts.reason, alerts.detail)
                 continue
-            alerts = state.model.observe(decoded)
             if silent:  # re-processing what was output before a restore: state only
                 self.summary.replayed += 1
                 continue
@@ -668,6 +748,8 @@ class PatternStage:
             for alert in alerts:
                 self._alert(producer, alert)
             producer.poll(0)
+        if self.settings.pattern_topic is not None:
+            self._watermarks(producer, processed)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
         offsets = self.owned.offsets_to_commit(processed)
         delivery.commit(consumer, offsets)
@@ -685,10 +767,23 @@ class PatternStage:
             offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in offsets},
         )
 
+    def _observe(
+        self, model: PartitionPatterns, record: Record
+    ) -> list[dict[str, Any]] | BadObservation:
+        """The alerts of one input record, or why it cannot be read (a dead letter)."""
+        decoded = decode_observation(record.key, record.value)
+        if isinstance(decoded, BadObservation):
+            return decoded
+        return model.observe(decoded)
+
+    def _alert_fields(self, alert: dict[str, Any]) -> dict[str, Any]:
+        """What the log line of an alert record says beyond its id, status and sequence."""
+        return {"members": alert["pattern"]["members"], "events": alert["pattern"]["events"]}
+
     def _alert(self, producer: Producer, alert: dict[str, Any]) -> None:
         assert self._out is not None
         producer.produce(
-            self.settings.alerts_topic,
+            self.settings.pattern_topic_name,
             key=alert["alert_id"].encode(),
             value=orjson.dumps(alert),
             on_delivery=self._out.tracker.callback,
@@ -699,13 +794,33 @@ class PatternStage:
         self.summary.statuses[status] = self.summary.statuses.get(status, 0) + 1
         self.metrics.alerts.labels(status).inc()
         log.info(
-            "pattern.alert",
+            f"{alert['kind']}.alert",
             alert_id=alert["alert_id"],
             status=status,
             sequence=alert["sequence"],
-            members=alert["pattern"]["members"],
-            events=alert["pattern"]["events"],
+            **self._alert_fields(alert),
         )
+
+    def _watermarks(self, producer: Producer, processed: list[Record]) -> None:
+        """Per partition the batch moved, how far its event time has got (less the
+        lateness), after its pattern records: ``vigil incidents`` resolves an incident only
+        once every partition is past it, as patterns of one attack come from several."""
+        assert self._out is not None
+        partitions = self._input_partitions or 1 + max(p for _, p in self.owned.states)
+        for topic, partition in sorted({(r.topic, r.partition) for r in processed}):
+            state = self.owned.states.get((topic, partition))
+            if state is None or state.silent(state.next_offset - 1):
+                continue
+            t = state.model.watermark - self.settings.lateness_s
+            if not math.isfinite(t):
+                continue
+            producer.produce(
+                self.settings.pattern_topic_name,
+                key=f"watermark:{partition}".encode(),
+                value=orjson.dumps(watermark_record(partition, partitions, t)),
+                on_delivery=self._out.tracker.callback,
+            )
+            self._out.tracker.sent()
 
     def _dead_letter(self, producer: Producer, record: Record, reason: str, detail: str) -> None:
         assert self._out is not None
@@ -759,58 +874,85 @@ class PatternStage:
         if caught_up(consumer):
             return True
         if idle_s >= limit + IDLE_GRACE_S:
-            log.warning("patterns.idle_not_caught_up", seconds=round(idle_s, 1))
+            log.warning(f"{self.NAME}.idle_not_caught_up", seconds=round(idle_s, 1))
             return True
         return False
 
 
 # -- command line ---------------------------------------------------------------------------
 
-_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("bootstrap", str, "Kafka bootstrap servers"),
-    ("observations_topic", str, "topic of observations, keyed by pattern key"),
-    ("alerts_topic", str, "topic the pattern alerts go to"),
-    ("dlq_topic", str, "dead-letter topic for observations that cannot be read"),
-    ("group", str, "consumer group id (not the scoring service's)"),
+# The flags of the loop itself, shared with `vigil incidents`.
+LOOP_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("exit_when_idle", float, "exit after this many seconds without input"),
-    ("lateness_s", float, "event-time slack before a quiet pattern resolves"),
     ("guarantee", str, "exactly-once (default) or at-least-once"),
     ("state_topic", str, "compacted topic of state snapshots (default <group>.state)"),
     ("checkpoint_every", int, "records per partition between state snapshots"),
     ("group_instance_id", str, "static membership, for rolling restarts"),
     ("transactional_id", str, "stable per instance (default from group and instance)"),
     ("metrics_port", int, "serve /metrics, /healthz and /readyz on this port"),
-    ("base_rate", float, "share of events the scorer flags (1 - its quantile)"),
     ("log_level", str, "debug, info, warning or error"),
+)
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("bootstrap", str, "Kafka bootstrap servers"),
+    ("observations_topic", str, "topic of observations, keyed by pattern key"),
+    ("alerts_topic", str, "topic the pattern alerts go to (unless --pattern-topic)"),
+    ("pattern_topic", str, "write pattern records here instead, for `vigil incidents`"),
+    ("dlq_topic", str, "dead-letter topic for observations that cannot be read"),
+    ("group", str, "consumer group id (not the scoring service's)"),
+    ("lateness_s", float, "event-time slack before a quiet pattern resolves"),
+    ("base_rate", float, "share of events the scorer flags (1 - its quantile)"),
+    *LOOP_FLAGS,
 )
 
 
 def patterns_cli(argv: Sequence[str]) -> int:
+    return stage_cli(
+        argv,
+        name="patterns",
+        description="Pattern alerts from the observations topic.",
+        prefix=ENV_PREFIX,
+        flags=_FLAGS,
+        load=load_stage_settings,
+        stage=PatternStage,
+    )
+
+
+def stage_cli(
+    argv: Sequence[str],
+    *,
+    name: str,
+    description: str,
+    prefix: str,
+    flags: Sequence[tuple[str, type, str]],
+    load: Callable[..., Any],
+    stage: Callable[[Any], PatternStage],
+) -> int:
+    """``vigil <name>``: flags, settings (``load``), logging, then the stage until stopped."""
     parser = argparse.ArgumentParser(
-        prog="vigil patterns",
-        description="Pattern alerts from the observations topic. Every flag can also be set "
-        f"as {ENV_PREFIX}<NAME> or in the [patterns] section of a TOML file (--config).",
+        prog=f"vigil {name}",
+        description=f"{description} Every flag can also be set as {prefix}<NAME> or in the "
+        f"[{name}] section of a TOML file (--config).",
     )
     parser.add_argument("--config", type=Path, help="TOML config file")
-    for name, kind, help_text in _FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_text)
+    for flag, kind, help_text in flags:
+        parser.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=help_text)
     args = parser.parse_args(argv)
     try:
-        settings = load_stage_settings(
-            {name: getattr(args, name) for name, _, _ in _FLAGS}, config_file=args.config
+        settings = load(
+            {flag: getattr(args, flag) for flag, _, _ in flags}, config_file=args.config
         )
     except ConfigError as exc:
-        print(f"vigil patterns: {exc}", file=sys.stderr)
+        print(f"vigil {name}: {exc}", file=sys.stderr)
         return 2
 
     from stream.logs import configure_logging
 
     configure_logging(settings.log_level)
-    stage = PatternStage(settings)
-    stage.install_signal_handlers()
+    running = stage(settings)
+    running.install_signal_handlers()
     try:
-        stage.run()
-    except ConfigError as exc:  # e.g. the observations topic does not exist
-        print(f"vigil patterns: {exc}", file=sys.stderr)
+        running.run()
+    except ConfigError as exc:  # e.g. the input topic does not exist
+        print(f"vigil {name}: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.demo import _parser, run_demo
-from stream.demo_measure import AFTER, BEFORE, EVENT_LEVEL, PATTERNS
+from stream.demo_measure import AFTER, BEFORE, EVENT_LEVEL, INCIDENTS, PATTERNS
 from stream.demo_report import summary
 
 pytestmark = pytest.mark.integration
@@ -45,13 +45,17 @@ def test_demo_runs_the_label_loop_and_reports_what_on_call_sees(
     assert outcome.restore.snapshot_bytes > 0
 
     views = outcome.measure.views
-    assert list(views) == [EVENT_LEVEL, BEFORE, AFTER, PATTERNS]
+    assert list(views) == [EVENT_LEVEL, BEFORE, AFTER, INCIDENTS, PATTERNS]
     event_level, before, after = views[EVENT_LEVEL], views[BEFORE], views[AFTER]
     assert event_level.events == outcome.phase_events[1]
     assert event_level.instances == after.instances == outcome.instances_in_phase2 > 0
     assert event_level.alerts > 0
     assert event_level.precision is not None
-    assert before.alerts == event_level.alerts + views[PATTERNS].alerts
+    # On-call sees incident alerts, not pattern alerts: fewer, each grouping patterns.
+    assert before.alerts == event_level.alerts + views[INCIDENTS].alerts
+    assert views[INCIDENTS].pattern_alerts == 0
+    assert views[INCIDENTS].incident_alerts == views[INCIDENTS].alerts
+    assert 0 < views[INCIDENTS].alerts < views[PATTERNS].alerts
     # Labels only hold event alerts back.
     assert after.event_alerts <= event_level.alerts
     assert after.caught > 0
@@ -62,5 +66,11 @@ def test_demo_runs_the_label_loop_and_reports_what_on_call_sees(
     assert outcome.measure.ratio() is not None
 
     text = summary(outcome)
-    for needle in ("Phase 2 as on-call sees it", "after labels", "state restore", "reviewer"):
+    for needle in (
+        "Phase 2 as on-call sees it",
+        "after labels",
+        "incidents only",
+        "state restore",
+        "reviewer",
+    ):
         assert needle in text

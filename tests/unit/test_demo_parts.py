@@ -10,7 +10,15 @@ import orjson
 
 from detectors.oncall_eval import OnCallAlert, TruthEvent, epoch_s
 from stream.demo_logs import gate_segments, restore_figures
-from stream.demo_measure import AFTER, BEFORE, EVENT_LEVEL, PATTERNS, measure_phase, phase_alerts
+from stream.demo_measure import (
+    AFTER,
+    BEFORE,
+    EVENT_LEVEL,
+    INCIDENTS,
+    PATTERNS,
+    measure_phase,
+    phase_alerts,
+)
 from stream.demo_report import format_views
 from stream.demo_review import simulate_review
 
@@ -126,3 +134,29 @@ def test_restore_and_gate_figures_from_the_log(tmp_path: Path) -> None:
     empty = tmp_path / "empty.log"
     empty.write_bytes(b"")
     assert restore_figures(empty) is None
+
+
+def test_views_with_incidents_show_them_instead_of_patterns() -> None:
+    stream = [
+        TruthEvent("e1", T0 + 1, "card_testing", "ct-1"),
+        TruthEvent("e2", T0 + 2, "card_testing", "ct-1"),
+        TruthEvent("e3", T0 + 3),
+    ]
+    flagged = [
+        OnCallAlert("ev:e1", "event", ("e1",), T0 + 1, 0.99),
+        OnCallAlert("ev:e3", "event", ("e3",), T0 + 3, 0.95),
+    ]
+    patterns = [OnCallAlert(f"pa-{n}", "pattern", ("e1", "e2"), T0 + 2, 9.0) for n in range(4)]
+    incidents = [OnCallAlert("in-1", "incident", ("e1", "e2"), T0 + 2, 9.0)]
+    measure = measure_phase(stream, {"ct-1"}, [], incidents, flagged, pattern_alerts=patterns)
+    views = measure.views
+    assert list(views) == [EVENT_LEVEL, BEFORE, AFTER, INCIDENTS, PATTERNS]
+    assert views[AFTER].alerts == views[INCIDENTS].alerts == 1
+    assert views[INCIDENTS].mean_pattern_alerts_per_caught == 1.0
+    assert views[PATTERNS].mean_pattern_alerts_per_caught == 4.0
+    assert measure.group_view == INCIDENTS
+    assert measure.group_needed == 1  # e1 alone, highest score, catches ct-1
+    assert "incidents only: 1 alerts catch 1 instances" in format_views(measure)
+    # Incident records on the alerts topic are group alerts of the phase.
+    records = [(0, alert("in-" + HEX + "1", "incident", ["e1"], sequence=1, status="new"))]
+    assert [a.kind for a in phase_alerts(records, 0)[1]] == ["incident"]

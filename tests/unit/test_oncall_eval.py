@@ -148,3 +148,19 @@ def test_event_level_alerts_needed_for_a_recall() -> None:
     assert alerts_for_recall(alerts, STREAM, 3) == 4
     assert alerts_for_recall(alerts, STREAM, 4) is None
     assert alerts_for_recall(alerts, STREAM, 1, instances={"rb-1"}) == 4
+
+
+def test_incident_alerts_are_group_alerts() -> None:
+    stream = [
+        TruthEvent("a1", T0 + 1, "card_testing", "ct-1"),
+        TruthEvent("a2", T0 + 2, "card_testing", "ct-1"),
+    ]
+    alerts = [
+        OnCallAlert("in-1", "incident", ("a1", "a2"), T0 + 2),
+        OnCallAlert("pa-1", "pattern", ("a1",), T0 + 1),
+    ]
+    result = evaluate_oncall(alerts, stream)
+    assert (result.alerts, result.incident_alerts, result.pattern_alerts) == (2, 1, 1)
+    assert result.event_alerts == 0
+    assert result.pattern_alerts_per_instance == [2]  # both group alerts caught ct-1
+    assert evaluate_oncall(alerts[:1], stream).mean_pattern_alerts_per_caught == 1.0

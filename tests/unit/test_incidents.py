@@ -1,0 +1,244 @@
+"""The grouping of pattern records into incidents (detectors/incidents.py)."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import random
+
+import pytest
+
+from detectors.incidents import (
+    BottomK,
+    IncidentConfig,
+    IncidentGrouper,
+    IncidentUpdate,
+    PatternRecord,
+    example_record,
+    incident_id,
+)
+
+T0 = 1_793_577_600.0
+
+
+def pa(n: int) -> str:
+    return f"pa-{n:032x}"
+
+
+def events(prefix: str, n: int, start: int = 0) -> list[str]:
+    return [f"{prefix}{i}" for i in range(start, start + n)]
+
+
+def steps(updates: list[IncidentUpdate]) -> list[tuple[str, str, int]]:
+    return [(u.incident_id, u.status, u.sequence) for u in updates]
+
+
+def test_two_patterns_sharing_events_are_one_incident() -> None:
+    grouper = IncidentGrouper()
+    a = example_record(pa(1), ["ip24:10.0.0"], events("e", 6))
+    b = example_record(pa(2), ["device:d1"], events("e", 6, start=2))
+    first = grouper.observe(a)
+    assert steps(first) == [(incident_id(pa(1)), "new", 1)]
+    assert grouper.observe(b) == []  # joined: no new alert, and 8 events is not a doubling
+    assert grouper.incident_of(pa(2)) == incident_id(pa(1))
+    assert grouper.open_incidents == 1
+
+
+def test_unrelated_patterns_are_separate_incidents() -> None:
+    grouper = IncidentGrouper()
+    a = grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("a", 6)))
+    b = grouper.observe(example_record(pa(2), ["device:d1"], events("b", 6)))
+    assert [u.status for u in a + b] == ["new", "new"]
+    assert a[0].incident_id != b[0].incident_id
+    assert grouper.open_incidents == 2
+
+
+def test_an_incident_grows_at_doublings_only() -> None:
+    grouper = IncidentGrouper()
+    statuses = []
+    for sequence, n in enumerate([5, 8, 10, 12, 19, 20, 40], start=1):
+        record = example_record(
+            pa(1), ["ip24:10.0.0"], events("e", n), status="new" if n == 5 else "growing",
+            sequence=sequence,
+        )  # fmt: skip
+        statuses.append([(u.status, u.events) for u in grouper.observe(record)])
+    assert statuses == [
+        [("new", 5)],
+        [],
+        [("growing", 10)],
+        [],
+        [],
+        [("growing", 20)],
+        [("growing", 40)],
+    ]
+
+
+def test_it_resolves_when_all_its_patterns_are_resolved_and_the_watermark_passed() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("e", 6)))
+    grouper.observe(example_record(pa(2), ["device:d1"], events("e", 6)))
+    done_1 = example_record(pa(1), ["ip24:10.0.0"], events("e", 6), status="resolved", sequence=2)
+    assert grouper.observe(done_1) == []
+    assert grouper.advance(T0 + 10 * 3600) == []  # pa(2) is still open
+    done_2 = example_record(pa(2), ["device:d1"], events("e", 6), status="resolved", sequence=2)
+    assert grouper.observe(done_2) == []
+    assert grouper.advance(done_2.updated_at - 1) == []  # another partition may be behind
+    [resolved] = grouper.advance(done_2.updated_at)
+    assert (resolved.status, resolved.sequence, resolved.open_patterns) == ("resolved", 2, 0)
+    assert grouper.open_incidents == 0
+    # Its patterns are closed: a repeated record of them starts nothing.
+    assert grouper.observe(done_2) == []
+    assert grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("e", 6))) == []
+
+
+def test_a_fast_partitions_resolution_does_not_split_an_attack() -> None:
+    """Stage 2's partitions can be hours apart in event time: the pattern of one partition
+    opens and resolves before another partition's pattern of the same attack arrives."""
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("e", 6)))
+    grouper.observe(
+        example_record(pa(1), ["ip24:10.0.0"], events("e", 6), status="resolved", sequence=2)
+    )
+    assert grouper.observe(example_record(pa(2), ["device:d1"], events("e", 6))) == []
+    assert grouper.incident_of(pa(2)) == incident_id(pa(1))
+
+
+def test_a_crowd_value_joins_one_incident_and_never_bridges_two() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("a", 6)))
+    grouper.observe(example_record(pa(2), ["ip24:10.9.9"], events("b", 6)))
+    country = example_record(pa(3), ["country:BR"], events("a", 4) + events("b", 3))
+    assert grouper.observe(country) == []
+    assert grouper.incident_of(pa(3)) == incident_id(pa(1))  # shares most with the first
+    assert grouper.open_incidents == 2
+    # Its events did not become links: a pattern sharing only the country's events of the
+    # second attack joins the second attack.
+    assert grouper.incident_of(pa(2)) == incident_id(pa(2))
+
+
+def test_a_specific_pattern_linking_two_incidents_merges_them_into_the_older() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("a", 6), t=T0))
+    grouper.observe(example_record(pa(2), ["ip24:10.9.9"], events("b", 6), t=T0 + 60))
+    bridge = example_record(pa(3), ["device:d1"], events("a", 3) + events("b", 3))
+    merged, grown = grouper.observe(bridge)
+    assert steps([merged]) == [(incident_id(pa(2)), "resolved", 2)]
+    assert merged.merged_into == incident_id(pa(1))
+    assert steps([grown]) == [(incident_id(pa(1)), "growing", 2)]  # 6 events to 12
+    assert grown.merged_into is None
+    assert grouper.open_incidents == 1
+    assert {grouper.incident_of(pa(n)) for n in (1, 2, 3)} == {incident_id(pa(1))}
+
+
+def test_an_incident_explains_itself() -> None:
+    grouper = IncidentGrouper(IncidentConfig(examples=4))
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("e", 6), users=["u1", "u2"]))
+    update = grouper.observe(
+        example_record(pa(2), ["cohort:new_account", "device:d1"], events("e", 12, start=3))
+    )
+    [growing] = update
+    assert growing.status == "growing"
+    assert growing.members == ("cohort:new_account", "device:d1", "ip24:10.0.0")
+    assert growing.events == 15  # the distinct events its patterns name
+    assert growing.users == 2
+    assert growing.examples == ("e3", "e4", "e5", "e0")  # named by both patterns first
+    assert growing.entity() == {"type": "device", "id": "d1"}
+    assert growing.source_ranges() == [("events", 0, 100, 112)]
+    assert growing.top_features(3) == [("ip_users", "high", 12)]
+
+
+def test_repeats_and_stale_records_are_ignored() -> None:
+    grouper = IncidentGrouper()
+    record = example_record(pa(1), ["ip24:10.0.0"], events("e", 6))
+    assert len(grouper.observe(record)) == 1
+    assert grouper.observe(record) == []
+    # A pattern resolved before this stage saw it opens nothing.
+    late = example_record(pa(9), ["ip24:10.9.9"], events("x", 6), status="resolved", sequence=3)
+    assert grouper.observe(late) == []
+    assert grouper.open_incidents == 1
+
+
+def _attack_records() -> tuple[list[PatternRecord], list[PatternRecord]]:
+    """The records of two stage-2 partitions: two attacks and a lone pattern."""
+    p0 = [
+        example_record(pa(1), ["ip24:10.0.0"], events("a", 6)),
+        example_record(pa(2), ["ip24:10.9.9"], events("b", 6)),
+        example_record(pa(1), ["ip24:10.0.0"], events("a", 12), status="growing", sequence=2),
+        example_record(pa(1), ["ip24:10.0.0"], events("a", 12), status="resolved", sequence=3),
+    ]
+    p1 = [
+        example_record(pa(3), ["device:d1"], events("a", 6, start=1)),
+        example_record(pa(4), ["country:BR"], events("a", 5, start=4) + events("b", 2)),
+        example_record(pa(5), ["shop:s9"], events("c", 6)),
+        example_record(pa(6), ["device:d2"], events("b", 8)),
+        example_record(
+            pa(3), ["device:d1"], events("a", 6, start=1), status="resolved", sequence=2
+        ),
+    ]
+    return p0, p1
+
+
+def _grouping(grouper: IncidentGrouper, ids: list[str]) -> set[frozenset[str]]:
+    by_incident: dict[str | None, set[str]] = {}
+    for pid in ids:
+        by_incident.setdefault(grouper.incident_of(pid), set()).add(pid)
+    return {frozenset(v) for v in by_incident.values()}
+
+
+def test_the_grouping_does_not_depend_on_how_two_partitions_interleave() -> None:
+    p0, p1 = _attack_records()
+    groupings = set()
+    rng = random.Random(5)
+    for _ in range(60):
+        picks = [0] * len(p0) + [1] * len(p1)
+        rng.shuffle(picks)
+        queues = [iter(p0), iter(p1)]
+        grouper = IncidentGrouper()
+        for pick in picks:
+            grouper.observe(next(queues[pick]))
+        groupings.add(frozenset(_grouping(grouper, [pa(n) for n in range(1, 7)])))
+    expected = {frozenset({pa(1), pa(3), pa(4)}), frozenset({pa(2), pa(6)}), frozenset({pa(5)})}
+    assert groupings == {frozenset(expected)}
+
+
+def test_the_same_order_gives_the_same_ids_and_records() -> None:
+    p0, p1 = _attack_records()
+    records = [r for pair in itertools.zip_longest(p0, p1) for r in pair if r is not None]
+    runs = []
+    for _ in range(2):
+        grouper = IncidentGrouper()
+        runs.append([u for r in records for u in grouper.observe(r)] + grouper.advance(1e12))
+    assert runs[0] == runs[1]
+
+
+def test_the_grouper_pickles_mid_stream() -> None:
+    p0, p1 = _attack_records()
+    grouper = IncidentGrouper()
+    for record in p0[:2] + p1[:2]:
+        grouper.observe(record)
+    copy = pickle.loads(pickle.dumps(grouper))
+    rest = p0[2:] + p1[2:]
+    assert [u for r in rest for u in copy.observe(r)] == [
+        u for r in rest for u in grouper.observe(r)
+    ]
+
+
+def test_bottom_k_keeps_the_smallest_hashes_whatever_the_order() -> None:
+    items = [f"e{i}" for i in range(200)]
+    a, b = BottomK(16), BottomK(16)
+    for item in items:
+        a.add(item)
+    for item in reversed(items):
+        b.add(item)
+    assert a.items() == b.items()
+    assert len(a.items()) == 16
+    assert pickle.loads(pickle.dumps(a)).items() == a.items()
+    with pytest.raises(ValueError, match="k must be positive"):
+        BottomK(0)
+
+
+def test_config_checks() -> None:
+    with pytest.raises(ValueError, match="min_shared"):
+        IncidentConfig(min_shared=0)
+    with pytest.raises(ValueError, match="growth_factor"):
+        IncidentConfig(growth_factor=1.0)

@@ -3,8 +3,10 @@
 ``make deploy-check`` validates the rendered objects against Kubernetes' schemas; these
 tests check what no schema knows: that each pod loads the settings it is given (the
 mounted vigil.toml, its environment, its flags) through Vigil's own loaders, that the
-probes and scrape targets are where those settings serve them, and that the two stages
-are wired to each other. Rendering needs ``kubectl`` (its built-in kustomize).
+probes and scrape targets are where those settings serve them, and that the three stages
+are wired to each other (run → observations → patterns → pattern topic → incidents →
+alerts, and the pattern topic back to run's learning guard).
+Rendering needs ``kubectl`` (its built-in kustomize).
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from stream.feedback import decode_pattern_alert
+from stream.incidents_stage import ENV_PREFIX as INCIDENTS_PREFIX
+from stream.incidents_stage import IncidentStageSettings, load_incident_settings
 from stream.patterns_stage import ENV_PREFIX as PATTERNS_PREFIX
-from stream.patterns_stage import PatternStageSettings, load_stage_settings
+from stream.patterns_stage import PatternStageSettings, load_stage_settings, watermark_record
 from stream.settings import ENV_PREFIX, ServiceSettings, load_settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with kubernetes-validate ('.[dev]')")
@@ -29,6 +35,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 Obj = dict[str, Any]
+StageSettings = ServiceSettings | PatternStageSettings | IncidentStageSettings
+
+# The environment prefix each StatefulSet's stage reads its settings from.
+PREFIXES = {
+    "vigil-run": ENV_PREFIX,
+    "vigil-patterns": PATTERNS_PREFIX,
+    "vigil-incidents": INCIDENTS_PREFIX,
+}
 
 
 def render(name: str) -> list[Obj]:
@@ -119,10 +133,27 @@ def patterns_settings(objects: list[Obj], tmp_path: Path) -> tuple[Obj, PatternS
     return sts, load_stage_settings({}, config_file=config, env=env)
 
 
-def both(
-    objects: list[Obj], tmp_path: Path
-) -> list[tuple[Obj, ServiceSettings | PatternStageSettings]]:
-    return [run_settings(objects, tmp_path), patterns_settings(objects, tmp_path)]
+def incidents_settings(objects: list[Obj], tmp_path: Path) -> tuple[Obj, IncidentStageSettings]:
+    sts = one(objects, "StatefulSet", "vigil-incidents")
+    c = container(sts)
+    assert c["command"] == ["vigil"]
+    assert c["args"][:2] == ["incidents", "--config"]
+    assert len(c["args"]) == 3, "no other flags: settings come from vigil.toml and the env"
+    config = mounted_file(objects, sts, c["args"][2], tmp_path)
+    env = pod_env(c, "vigil-incidents-0")
+    return sts, load_incident_settings({}, config_file=config, env=env)
+
+
+def every_stage(objects: list[Obj], tmp_path: Path) -> list[tuple[Obj, StageSettings]]:
+    return [
+        run_settings(objects, tmp_path),
+        patterns_settings(objects, tmp_path),
+        incidents_settings(objects, tmp_path),
+    ]
+
+
+def test_every_statefulset_is_a_known_stage(objects: list[Obj]) -> None:
+    assert {sts["metadata"]["name"] for sts in find(objects, "StatefulSet")} == set(PREFIXES)
 
 
 # -- settings: what each pod loads ---------------------------------------------------------
@@ -132,6 +163,7 @@ def test_every_vigil_env_var_is_a_real_setting(objects: list[Obj]) -> None:
     stages = {
         "vigil-run": (ENV_PREFIX, set(ServiceSettings.model_fields) | {"config"}),
         "vigil-patterns": (PATTERNS_PREFIX, set(PatternStageSettings.model_fields)),
+        "vigil-incidents": (INCIDENTS_PREFIX, set(IncidentStageSettings.model_fields)),
     }
     for name, (prefix, fields) in stages.items():
         for var in env_of(container(one(objects, "StatefulSet", name))):
@@ -145,18 +177,21 @@ def test_every_vigil_env_var_is_a_real_setting(objects: list[Obj]) -> None:
 def test_the_pods_load_their_settings(objects: list[Obj], tmp_path: Path) -> None:
     _, run = run_settings(objects, tmp_path)
     _, patterns = patterns_settings(objects, tmp_path)
-    assert run.guarantee == patterns.guarantee == "exactly-once"
+    _, incidents = incidents_settings(objects, tmp_path)
+    assert run.guarantee == patterns.guarantee == incidents.guarantee == "exactly-once"
     assert run.metrics_port is not None
     assert patterns.metrics_port is not None, "vigil patterns serves no probes without it"
+    assert incidents.metrics_port is not None, "vigil incidents serves no probes without it"
+    ports = [run.metrics_port, patterns.metrics_port, incidents.metrics_port]
+    assert len(set(ports)) == len(ports), "one port per stage, as the Services say"
 
 
 def test_group_instance_id_and_transactional_id_come_from_the_pod_name(
     objects: list[Obj], tmp_path: Path
 ) -> None:
-    for sts, settings in both(objects, tmp_path):
+    for sts, settings in every_stage(objects, tmp_path):
         name = sts["metadata"]["name"]
-        prefix = ENV_PREFIX if name == "vigil-run" else PATTERNS_PREFIX
-        var = env_of(container(sts))[prefix + "GROUP_INSTANCE_ID"]
+        var = env_of(container(sts))[PREFIXES[name] + "GROUP_INSTANCE_ID"]
         assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert settings.group_instance_id == f"{name}-0"
         assert settings.transactional_id is None, "one fixed id would fence the replicas"
@@ -164,8 +199,8 @@ def test_group_instance_id_and_transactional_id_come_from_the_pod_name(
 
 
 def test_sasl_password_comes_from_an_optional_secret(objects: list[Obj], tmp_path: Path) -> None:
-    for sts, _ in both(objects, tmp_path):
-        prefix = ENV_PREFIX if sts["metadata"]["name"] == "vigil-run" else PATTERNS_PREFIX
+    for sts, _ in every_stage(objects, tmp_path):
+        prefix = PREFIXES[sts["metadata"]["name"]]
         ref = env_of(container(sts))[prefix + "SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
         assert ref["optional"] is True
 
@@ -173,13 +208,29 @@ def test_sasl_password_comes_from_an_optional_secret(objects: list[Obj], tmp_pat
 def test_the_stages_are_wired_to_each_other(objects: list[Obj], tmp_path: Path) -> None:
     _, run = run_settings(objects, tmp_path)
     _, patterns = patterns_settings(objects, tmp_path)
+    _, incidents = incidents_settings(objects, tmp_path)
+    # run → observations → patterns
     assert run.observations
     assert patterns.observations_topic == run.observations_topic
-    assert run.pattern_alerts_topic == patterns.alerts_topic
-    assert patterns.bootstrap == run.bootstrap
-    assert patterns.group != run.group
-    assert patterns.state_topic_name != run.state_topic_name
     assert patterns.base_rate == pytest.approx(1 - run.quantile)
+    # patterns → the internal pattern topic → incidents → the alerts topic
+    assert patterns.pattern_topic is not None, "pattern records would go to the alerts topic"
+    pattern_topic = patterns.pattern_topic_name
+    assert incidents.pattern_topic == pattern_topic
+    assert incidents.alerts_topic == run.alerts_topic
+    assert pattern_topic not in {run.alerts_topic, run.observations_topic, run.input_topic}
+    # The learning guard follows the pattern records, where they now are; it skips the
+    # watermark records stage 2 writes there too.
+    assert run.pattern_alerts_topic == pattern_topic
+    assert decode_pattern_alert(orjson.dumps(watermark_record(0, 3, 1.0))) is None
+    # One cluster, three groups, and nothing shared that each stage writes on its own.
+    assert run.bootstrap == patterns.bootstrap == incidents.bootstrap
+    groups = [run.group, patterns.group, incidents.group]
+    assert len(set(groups)) == 3, groups
+    states = [run.state_topic_name, patterns.state_topic_name, incidents.state_topic_name]
+    assert len(set(states)) == 3, states
+    dlqs = [run.dlq_topic, patterns.dlq_topic, incidents.dlq_topic]
+    assert len(set(dlqs)) == 3, dlqs
 
 
 # -- probes, ports, metrics ----------------------------------------------------------------
@@ -195,7 +246,7 @@ def container_port(c: Obj, port: int | str) -> int:
 
 def test_probes_use_the_right_paths_on_the_metrics_port(objects: list[Obj], tmp_path: Path) -> None:
     paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
-    for sts, settings in both(objects, tmp_path):
+    for sts, settings in every_stage(objects, tmp_path):
         c = container(sts)
         for probe, path in paths.items():
             get = c[probe]["httpGet"]
@@ -210,7 +261,7 @@ def test_probes_use_the_right_paths_on_the_metrics_port(objects: list[Obj], tmp_
 def test_startup_allows_a_restore_and_shutdown_allows_a_drain(
     objects: list[Obj], tmp_path: Path
 ) -> None:
-    for sts, settings in both(objects, tmp_path):
+    for sts, settings in every_stage(objects, tmp_path):
         c, spec = container(sts), sts["spec"]["template"]["spec"]
         startup = c["startupProbe"]
         budget = startup["periodSeconds"] * startup["failureThreshold"]
@@ -219,7 +270,7 @@ def test_startup_allows_a_restore_and_shutdown_allows_a_drain(
 
 
 def test_services_reach_the_metrics_port(objects: list[Obj], tmp_path: Path) -> None:
-    for sts, settings in both(objects, tmp_path):
+    for sts, settings in every_stage(objects, tmp_path):
         name = sts["metadata"]["name"]
         labels = sts["spec"]["template"]["metadata"]["labels"]
         headless = one(objects, "Service", sts["spec"]["serviceName"])
@@ -272,10 +323,18 @@ def test_each_statefulset_has_a_pdb_of_one_and_prefers_spreading(objects: list[O
 
 def test_base_runs_three_replicas_of_the_default_image_in_no_namespace(base: list[Obj]) -> None:
     for sts in find(base, "StatefulSet"):
-        assert sts["spec"]["replicas"] == 3
+        # vigil-incidents: one, see test_incidents_runs_one_replica.
+        expected = 1 if sts["metadata"]["name"] == "vigil-incidents" else 3
+        assert sts["spec"]["replicas"] == expected
         assert container(sts)["image"] == "vigil:latest"
     assert all("namespace" not in o["metadata"] for o in base)
     assert not find(base, "Namespace")
+
+
+def test_incidents_runs_one_replica(objects: list[Obj]) -> None:
+    # The pattern topic has one partition, so the group has one active member; a second
+    # replica would never be ready (no partition) and stall every rolling update.
+    assert one(objects, "StatefulSet", "vigil-incidents")["spec"]["replicas"] == 1
 
 
 def test_local_overlay_runs_one_small_replica_each(tmp_path: Path) -> None:

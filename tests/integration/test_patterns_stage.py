@@ -252,14 +252,14 @@ class StageProcess(ServiceProcess):
         self._reader.join(10)
         return code
 
-    def log_tail(self) -> str:
+    def stderr_tail(self) -> str:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-3000:]
 
 
 def run_to_idle(bootstrap: str, topics: dict[str, str], group: str, **env: str) -> StageProcess:
     stage = StageProcess(bootstrap, topics, group, "--exit-when-idle", "3", env=env)
-    assert stage.wait_exit() == 0, stage.log_tail()
+    assert stage.wait_exit() == 0, stage.stderr_tail()
     return stage
 
 
@@ -363,7 +363,7 @@ def test_a_consumer_joining_mid_stream_keeps_one_id_per_pattern_and_its_sequence
         wait_for(all_committed(kafka_bootstrap, group, observations), 120, "second half")
     finally:
         codes = [s.terminate() for s in (two, one) if s is not None]
-    assert codes == [0, 0], one.log_tail()
+    assert codes == [0, 0], one.stderr_tail()
     assert two is not None
     # The newcomer took over partitions with the state the first member handed over.
     assert any(line["snapshot_bytes"] > 0 for line in two.events("state.resumed"))

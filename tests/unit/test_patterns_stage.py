@@ -326,7 +326,9 @@ def stateful_run(
 def observation_messages() -> tuple[list[FakeMessage], list[dict[str, Any]]]:
     """The observations of 8000 events on one partition, and the alerts of a stage that
     reads them without interruption."""
-    records = list(scored_traffic(events=8000, seed=3).records)
+    records: list[tuple[bytes | None, bytes | None]] = list(
+        scored_traffic(events=8000, seed=3).records
+    )
     messages = [FakeMessage(TOPIC, 0, i, value, key) for i, (key, value) in enumerate(records)]
     _, producer, _, _ = run_stage(records, batch=700)
     return messages, alerts_of(producer)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from stream.kafka_io import Record, next_offsets
 from stream.partition_state import PartitionState, ReadPartition, resume
@@ -120,15 +121,17 @@ class OwnedPartitions(Generic[M]):
         if not partitions:
             return []
         committed: dict[Key, int] = {}
+        deadline = time.monotonic() + self.restore_timeout_s
         if self.read is not None:
-            for tp in consumer.committed(partitions, timeout=self.restore_timeout_s):
+            found = _until(deadline, lambda: consumer.committed(partitions, timeout=10))
+            for tp in found:
                 committed[(tp.topic, tp.partition)] = tp.offset if tp.offset is not None else -1
         starts = []
         for tp in partitions:
             topic, partition = tp.topic or "", tp.partition or 0
             low = 0
             if self.read is not None:
-                low, _ = consumer.get_watermark_offsets(tp, timeout=self.restore_timeout_s)
+                low, _ = _until(deadline, partial(consumer.get_watermark_offsets, tp, timeout=10))
             resumed = resume(
                 topic,
                 partition,
@@ -231,6 +234,22 @@ class OwnedPartitions(Generic[M]):
             state.restoring_since = None
             self.observer.restored(state.partition, seconds)
             log.info("state.restored", partition=state.partition, seconds=round(seconds, 3))
+
+
+T = TypeVar("T")
+
+
+def _until(deadline: float, call: Callable[[], T]) -> T:
+    """``call()``, tried again while the broker is away (a restart, a leader moving: the
+    metadata is briefly unknown) until ``deadline``; then its error."""
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("state.broker_unavailable", error=str(exc.args[0]))
+            time.sleep(1.0)
 
 
 def caught_up(consumer: ConsumerLike) -> bool:

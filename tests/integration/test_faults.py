@@ -92,12 +92,14 @@ def _finish(service: ServiceProcess, bootstrap: str, group: str, topic: str) -> 
     return service.terminate()
 
 
-# Not strict: on current code a clean broker shutdown sometimes passes, and sometimes the
-# AddOffsetsToTxn timeout -> abort -> rewind -> partitions lost -> reassigned path leaves
-# the service consuming nothing more (no batch after the silent re-score of [1500, 2000)).
-FLAKY_AFTER_REWIND = pytest.mark.xfail(
+# Quarantined, not fixed: in 2 of the last 7 runs (2026-11-26) a clean broker
+# shutdown ends in AddOffsetsToTxn timing out -> abort -> rewind (seeks) -> partitions lost ->
+# reassigned with their snapshots' offsets, and then the consumer fetches nothing more. The
+# broker-crash variant and the refusing-topic test do not take this path and stay strict.
+STALL_AFTER_REWIND_AND_LOST = pytest.mark.xfail(
     strict=False,
-    reason="after an aborted transaction, a rewind and lost partitions the service can stall",
+    reason="known bug: after an aborted transaction, a rewind and lost partitions the "
+    "service can stop fetching (see the comment above)",
 )
 
 
@@ -105,7 +107,7 @@ FLAKY_AFTER_REWIND = pytest.mark.xfail(
     "crash",
     [
         "sigkill",
-        pytest.param("sigterm", marks=FLAKY_AFTER_REWIND),
+        pytest.param("sigterm", marks=STALL_AFTER_REWIND_AND_LOST),
     ],
 )
 def test_the_service_rides_out_a_broker_restart_and_loses_nothing(own_kafka, unique_name, crash):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
-
-from stream.settings import ServiceSettings
 
 
 class VigilKafkaError(RuntimeError):
@@ -54,7 +52,23 @@ def _int(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
+class ClientSettings(Protocol):
+    """What the librdkafka configs need: ``ServiceSettings`` and the stages' settings."""
+
+    @property
+    def group(self) -> str: ...
+    @property
+    def session_timeout_ms(self) -> int: ...
+    @property
+    def group_instance_id(self) -> str | None: ...
+    @property
+    def transactional_id_value(self) -> str: ...
+    @property
+    def transaction_timeout_ms(self) -> int: ...
+    def kafka_common(self) -> dict[str, str | int | float | bool]: ...
+
+
+def consumer_config(settings: ClientSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "group.id": settings.group,
         "enable.auto.commit": False,
@@ -73,7 +87,7 @@ def consumer_config(settings: ServiceSettings) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: ServiceSettings, *, transactional: bool = False) -> dict[str, Any]:
+def producer_config(settings: ClientSettings, *, transactional: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {
         "enable.idempotence": True,
         "acks": "all",

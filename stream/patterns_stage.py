@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import socket
 import sys
 import time
@@ -51,7 +50,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import orjson
@@ -65,13 +63,13 @@ from detectors.incidents import BottomK
 from detectors.patterns import Key, PatternConfig, PatternFinder, PatternUpdate
 from stream.checkpoint import SnapshotAssembler, fingerprint
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
-from stream.kafka_io import Record, VigilKafkaError
+from stream.kafka_io import Record, VigilKafkaError, consumer_config, producer_config
 from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import BadObservation, Decoded, decode_observation
 from stream.owned_partitions import OwnedPartitions, caught_up
 from stream.partition_state import ReadPartition
-from stream.service import IDLE_GRACE_S, ConsumerLike, dead_letter_headers
-from stream.settings import ConfigError
+from stream.service import IDLE_GRACE_S, ConsumerLike, dead_letter_headers, stop_on_signals
+from stream.settings import ConfigError, kafka_common
 from stream.state_store import ensure_state_topic, read_state_partition
 
 log = structlog.get_logger("vigil.patterns")
@@ -189,44 +187,13 @@ class PatternStageSettings(BaseModel):
         return fingerprint((self.pattern_config(), self.lateness_s, self.sample_size, _RECORD))
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
-        common: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap}
-        common.update(self.kafka)
-        if self.sasl_password is not None:
-            common["sasl.password"] = self.sasl_password.get_secret_value()
-        return common
+        return kafka_common(self.bootstrap, self.kafka, self.sasl_password)
 
     def consumer_config(self) -> dict[str, Any]:
-        """As stream/kafka_io.consumer_config: manual offset store and commit."""
-        config: dict[str, Any] = {
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.partition.eof": False,
-            "session.timeout.ms": self.session_timeout_ms,
-            # The scoring service writes observations in transactions: committed ones only.
-            "isolation.level": "read_committed",
-        }
-        if self.group_instance_id is not None:
-            config["group.instance.id"] = self.group_instance_id
-        config.update(self.kafka_common())
-        return config
+        return consumer_config(self)
 
     def producer_config(self, *, transactional: bool = False) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "zstd",
-            # A dead letter carries the raw record, which may be larger than a good one.
-            "message.max.bytes": 2_000_000,
-        }
-        if transactional:
-            config["transactional.id"] = self.transactional_id_value
-            config["transaction.timeout.ms"] = self.transaction_timeout_ms
-        config.update(self.kafka_common())
-        return config
+        return producer_config(self, transactional=transactional)
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -623,12 +590,7 @@ class PatternStage:
         self.health.ready = False
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            log.info("signal", signal=signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop)
 
     def _clients(self) -> tuple[ConsumerLike, Producer, Delivery]:
         s = self.settings

@@ -145,6 +145,17 @@ def dead_letter_headers(
     ]
 
 
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call ``stop``: the loop finishes its batch, commits and exits."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 class Service:
     """One consumer in the group; run() returns when stopped or idle.
 
@@ -213,12 +224,7 @@ class Service:
         self.health.ready = False
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            log.info("signal", signal=signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop)
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -19,6 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 ENV_PREFIX = "VIGIL_"
 
 
+def kafka_common(
+    bootstrap: str, extra: Mapping[str, str], sasl_password: SecretStr | None
+) -> dict[str, str | int | float | bool]:
+    """librdkafka settings every client of every stage shares: the broker, extra settings
+    (security, timeouts) and the secret, revealed only here."""
+    common: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap}
+    common.update(extra)
+    if sasl_password is not None:
+        common["sasl.password"] = sasl_password.get_secret_value()
+    return common
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
 
@@ -123,11 +135,7 @@ class ServiceSettings(BaseModel):
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by the consumer and the producer."""
-        common: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap}
-        common.update(self.kafka)
-        if self.sasl_password is not None:
-            common["sasl.password"] = self.sasl_password.get_secret_value()
-        return common
+        return kafka_common(self.bootstrap, self.kafka, self.sasl_password)
 
 
 FIELD_NAMES = frozenset(ServiceSettings.model_fields)

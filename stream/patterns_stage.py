@@ -68,7 +68,7 @@ from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import BadObservation, Decoded, decode_observation
 from stream.owned_partitions import OwnedPartitions, caught_up
 from stream.partition_state import ReadPartition
-from stream.service import IDLE_GRACE_S, ConsumerLike, dead_letter_headers, stop_on_signals
+from stream.service import IDLE_GRACE_S, ConsumerLike, send_dead_letter, stop_on_signals
 from stream.settings import ConfigError, kafka_common
 from stream.state_store import ensure_state_topic, read_state_partition
 
@@ -786,14 +786,9 @@ class PatternStage:
 
     def _dead_letter(self, producer: Producer, record: Record, reason: str, detail: str) -> None:
         assert self._out is not None
-        producer.produce(
-            self.settings.dlq_topic,
-            key=record.key,
-            value=record.value,
-            headers=dead_letter_headers(record, reason, detail),
-            on_delivery=self._out.tracker.callback,
+        send_dead_letter(
+            producer, self.settings.dlq_topic, record, reason, detail, self._out.tracker
         )
-        self._out.tracker.sent()
         self.summary.dead_letters += 1
         self.metrics.dead_letters.labels(reason).inc()
         log.info("dead_letter", reason=reason, detail=detail[:200], offset=record.offset)

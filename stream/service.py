@@ -43,6 +43,7 @@ from stream.delivery import (
 from stream.faults import FaultInjector
 from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
 from stream.kafka_io import (
+    DeliveryTracker,
     Record,
     VigilKafkaError,
     consumer_config,
@@ -143,6 +144,25 @@ def dead_letter_headers(
         ("vigil.source.offset", str(record.offset).encode()),
         ("vigil.dlq.schema_version", b"1"),
     ]
+
+
+def send_dead_letter(
+    producer: Producer,
+    topic: str,
+    record: Record,
+    reason: str,
+    detail: str,
+    tracker: DeliveryTracker,
+) -> None:
+    """The raw record, as it came, with its reason and source in ``vigil.*`` headers."""
+    producer.produce(
+        topic,
+        key=record.key,
+        value=record.value,
+        headers=dead_letter_headers(record, reason, detail),
+        on_delivery=tracker.callback,
+    )
+    tracker.sent()
 
 
 def stop_on_signals(stop: Callable[[], None]) -> None:
@@ -586,14 +606,7 @@ class Service:
 
     def _dead_letter(self, producer: Producer, msg: Record, reason: str, detail: str) -> None:
         assert self._out is not None
-        producer.produce(
-            self.settings.dlq_topic,
-            key=msg.key,
-            value=msg.value,
-            headers=dead_letter_headers(msg, reason, detail),
-            on_delivery=self._out.tracker.callback,
-        )
-        self._out.tracker.sent()
+        send_dead_letter(producer, self.settings.dlq_topic, msg, reason, detail, self._out.tracker)
         self.summary.dead_letters += 1
         self.metrics.dead_letters.labels(reason).inc()
         log.info(

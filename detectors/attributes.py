@@ -17,6 +17,11 @@ from detectors.features.extractor import DAY, normalised_title, subnet24
 # testing, fake listing rings and review bombing are all created minutes before they act.
 NEW_ACCOUNT_AGE_S: Final = DAY
 NEW_ACCOUNT: Final = "cohort:new_account"
+# The acting account itself. An account taken over acts alone (one victim, one attacker's
+# device), so its pattern is a burst of one user's odd events, which the finder allows
+# for this kind only (``PatternConfig.single_user_kinds``); it is never paired, being
+# already as specific as a key can be.
+USER: Final = "user"
 
 DEVICE_CARD: Final = "device-card"
 IP_ACCOUNT: Final = "ip-account"
@@ -38,14 +43,18 @@ def attributes(event: Mapping[str, Any], account_age_s: float | None = None) -> 
     ...     "payload": {"title": "Silver  ring", "category": "jewelry", "price": 9.0},
     ... }
     >>> attributes(listing, account_age_s=60.0)  # doctest: +NORMALIZE_WHITESPACE
-    ('device:d-1', 'ip24:10.0.0', 'shop:s-1', 'title:ring silver', 'category:jewelry',
-     'cohort:new_account', 'country:US')
+    ('user:u-1', 'device:d-1', 'ip24:10.0.0', 'shop:s-1', 'title:ring silver',
+     'category:jewelry', 'cohort:new_account', 'country:US')
     """
     context: Mapping[str, Any] = event["context"]
     entities: Mapping[str, Any] = event["entities"]
     payload: Mapping[str, Any] = event["payload"]
     event_type: str = event["event_type"]
-    found = [f"device:{context['device_id']}", f"ip24:{subnet24(context['ip'])}"]
+    found = [
+        f"{USER}:{entities['user_id']}",
+        f"device:{context['device_id']}",
+        f"ip24:{subnet24(context['ip'])}",
+    ]
     if event_type == "payment.attempted":
         found.append(f"card_bin:{payload['card_bin']}")
     # Every event that names a shop: the listing's shop, the shop ordered from, the shop

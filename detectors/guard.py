@@ -81,9 +81,7 @@ class LearningGuard:
     def blocks(self, event: Mapping[str, Any]) -> bool:
         if not self._blocked and not len(self._fraud):
             return False
-        entities: Mapping[str, Any] = event["entities"]
-        values = [*attributes(event), f"user:{entities['user_id']}"]
-        return any(v in self._blocked or v in self._fraud for v in values)
+        return any(v in self._blocked or v in self._fraud for v in attributes(event))
 
     def _release(self, pattern_id: str) -> None:
         for value in self._by_pattern.pop(pattern_id, ()):

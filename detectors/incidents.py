@@ -50,10 +50,11 @@ from typing import Any, Literal
 from detectors.attributes import attribute_kind
 
 Status = Literal["new", "growing", "resolved"]
-SPECIFIC_KINDS: frozenset[str] = frozenset({"device", "ip24", "shop", "title"})
+SPECIFIC_KINDS: frozenset[str] = frozenset({"user", "device", "ip24", "shop", "title"})
 SourceRange = tuple[str, int, int, int]  # topic, partition, from_offset, to_offset
 # Which entity an incident is about, by the kind of its most specific member.
 _ENTITY_KINDS: tuple[tuple[str, str], ...] = (
+    ("user", "user"),
     ("device", "device"),
     ("ip24", "ip"),
     ("shop", "shop"),

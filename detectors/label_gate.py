@@ -4,7 +4,10 @@ The detector's streaming quantile is an alert *budget*: it bounds how many event
 flagged, not how many of them are worth a human's time. Once a segment (an event type)
 has ``min_labels`` decisive labels, an event alert fires only above the lowest score whose
 Wilson lower bound on precision meets ``target`` (see ``precision.label_threshold``);
-until then the budget alone decides. A verdict given again for the same alert replaces
+until then the budget alone decides, or, with ``unproven="hold"``, no event alert of that
+segment fires at all: its events still reach the pattern stage, so on-call sees them
+only through pattern and incident alerts until labels have shown what the segment's
+alerts are worth. A verdict given again for the same alert replaces
 the earlier one, and only the latest ``max_labels`` alerts per segment count, so the gate
 follows a drifting detector.
 
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from detectors.precision import Source, label_threshold
 
 Segment = tuple[str, str]  # (detector, segment)
+Unproven = Literal["budget", "hold"]
+UNPROVEN_CHOICES: tuple[Unproven, ...] = ("budget", "hold")
 
 
 class GateState(TypedDict):
@@ -44,6 +49,8 @@ class LabelGate:
     (True, False)
     >>> gate.allows("hst", "account.login", 0.01)  # no labels there: the budget decides
     True
+    >>> LabelGate(unproven="hold").allows("hst", "account.login", 0.99)
+    False
     """
 
     target: float = 0.9
@@ -51,6 +58,9 @@ class LabelGate:
     min_labels: int = 30
     min_support: int = 10
     max_labels: int = 5000
+    # Segments without enough labels: "budget" lets the alert budget decide, "hold" sends
+    # no event alert there.
+    unproven: Unproven = "budget"
     _labels: dict[Segment, dict[str, tuple[float, bool | None]]] = field(default_factory=dict)
     _fits: dict[Segment, tuple[float, Source] | None] = field(default_factory=dict)
 
@@ -59,6 +69,8 @@ class LabelGate:
             raise ValueError(f"target must be in (0, 1), got {self.target}")
         if self.min_labels < 1 or self.min_support < 1 or self.max_labels < self.min_labels:
             raise ValueError("need 1 <= min_labels <= max_labels and min_support >= 1")
+        if self.unproven not in UNPROVEN_CHOICES:
+            raise ValueError(f"unproven must be one of {UNPROVEN_CHOICES}, got {self.unproven!r}")
 
     def add(
         self, alert_id: str, detector: str, segment: str, score: float, verdict: bool | None
@@ -80,8 +92,25 @@ class LabelGate:
         return None if fit is None else fit[0]
 
     def allows(self, detector: str, segment: str, score: float) -> bool:
-        threshold = self.threshold(detector, segment)
-        return threshold is None or score > threshold
+        return self.decide(detector, segment, score)[0]
+
+    def decide(self, detector: str, segment: str, score: float) -> tuple[bool, float | None]:
+        """Whether an event alert scoring ``score`` fires, and the labels' bar it passed
+        (None where the budget decided).
+
+        A segment is *proven* once its labels meet the target at some threshold. Until then
+        (too few labels, or ``labels_unmet``: none of its labeled scores reaches the target)
+        ``unproven`` decides: "budget" lets the alert through (above every labeled score in
+        the ``labels_unmet`` case, to keep labels coming from where precision is highest),
+        "hold" keeps it back.
+        """
+        fit = self._fit((detector, segment))
+        if fit is None:
+            return self.unproven == "budget", None
+        threshold, source = fit
+        if source != "labels" and self.unproven == "hold":
+            return False, threshold
+        return score > threshold, threshold
 
     def state(self) -> list[GateState]:
         """Every segment with labels: its threshold, where it comes from, the counts."""

@@ -7,7 +7,8 @@ with the new-account cohort, see ``pair_kinds``), all events and anomalous event
 raises a pattern when a key's recent anomalies are
 
 * numerous: at least ``min_support`` anomalous events within ``window_s``, from at least
-  ``min_users`` distinct users (one user's odd hour is an alert, not a pattern);
+  ``min_users`` distinct users (one user's odd hour is an alert, not a pattern), except
+  for a key on an account itself (``single_user_kinds``: a taken-over account acts alone);
 * over-represented: the value's recent anomaly rate is at least ``min_risk_ratio`` times
   its baseline rate;
 * unlikely by chance: a one-sided Poisson test of the recent anomalous count against the
@@ -65,7 +66,7 @@ from typing import Literal
 
 from scipy.special import gammainc
 
-from detectors.attributes import attribute_kind
+from detectors.attributes import USER, attribute_kind
 from detectors.features.state import BoundedTable
 
 Key = tuple[str, ...]
@@ -87,10 +88,14 @@ class PatternConfig:
     window_s: float = 3600.0
     half_life_s: float = 3600.0
     baseline_half_life_s: float = 86400.0
-    base_rate: float = 0.005
+    # The share of events the scorer flags as suspicious: 1 - ScoringConfig.suspicious_quantile.
+    base_rate: float = 0.02
     prior_events: float = 200.0
     min_support: int = 5
     min_users: int = 2
+    # Keys with a member of these kinds need one user only: the account itself (see
+    # detectors/attributes.py, ``USER``).
+    single_user_kinds: tuple[str, ...] = (USER,)
     min_risk_ratio: float = 5.0
     keep_risk_ratio: float = 3.0
     max_p_value: float = 1e-3
@@ -225,6 +230,8 @@ def pattern_keys(
     unique = list(dict.fromkeys(attributes))[:max_attributes]
     keys: list[Key] = [(a,) for a in unique]
     for a, b in combinations(unique, 2):
+        if USER in (attribute_kind(a), attribute_kind(b)):
+            continue  # an account is as specific as a key gets: pairing adds nothing
         if pair_kinds is None or attribute_kind(a) in pair_kinds or attribute_kind(b) in pair_kinds:
             keys.append((a, b) if a < b else (b, a))
     return keys
@@ -369,7 +376,11 @@ class PatternFinder:
         recent.append(_hit(obs))
         while recent and recent[0].t < obs.t - c.window_s:
             recent.popleft()
-        if len(recent) < c.min_support or len({h.user for h in recent}) < c.min_users:
+        if len(recent) < c.min_support:
+            return updates
+        if len({h.user for h in recent}) < c.min_users and not any(
+            attribute_kind(m) in c.single_user_kinds for m in key
+        ):
             return updates
         evidence = self._evidence(counts, self._baseline(counts))
         if evidence.risk_ratio < c.min_risk_ratio or evidence.p_value > c.max_p_value:

@@ -53,6 +53,11 @@ class ScoringConfig:
     window_size: int = 250
     seed: int = 42
     quantile: float = 0.995
+    # Events above this quantile (and every alert) are *suspicious*: they go to the pattern
+    # stage as anomalous observations. Patterns need many of them sharing a value, so they
+    # can afford a looser bar than an event alert sent to a human. None, or a bar above
+    # ``quantile``: alerts only.
+    suspicious_quantile: float | None = 0.98
     warmup: int = 300
     max_keys: int = 1_000_000
     explain_top: int = 3
@@ -61,6 +66,11 @@ class ScoringConfig:
     # Cold start by cohort: events of accounts younger than this are scored by a model of
     # their own cohort (per event type), not against established accounts. None: off.
     cohort_age_h: float | None = None
+
+    def __post_init__(self) -> None:
+        bar = self.suspicious_quantile
+        if bar is not None and not 0.0 < bar < 1.0:
+            raise ValueError(f"suspicious_quantile must be within (0, 1), got {bar}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,8 @@ class Scored:
     detector: str
     features: dict[str, float]
     reasons: tuple[Reason, ...]
+    # An alert, or above the looser pattern bar (``ScoringConfig.suspicious_quantile``).
+    is_suspicious: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,8 @@ class _TypeModel:
         self.specs = specs
         self.detector = detector
         self.threshold = QuantileThreshold(config.quantile, config.warmup)
+        bar = config.suspicious_quantile
+        self.suspicion = None if bar is None else QuantileThreshold(bar, config.warmup)
         self.explainer = DeviationExplainer(tuple(s.name for s in specs))
         self.paths = PathExplainer()
         self.forest_in_force: FlatForest | None = None
@@ -219,12 +233,14 @@ class _TypeModel:
         up to each alert, before its reasons are read.
         """
         thresholds, flags = self.threshold.observe_many(scores)
+        suspicious = flags if self.suspicion is None else self.suspicion.observe_many(scores)[1]
         detector = self.detector.name
         learned = 0
         judged: list[Scored] = []
         for k, is_anomaly in enumerate(flags):
             reasons: tuple[Reason, ...] = ()
-            if is_anomaly:
+            is_suspicious = is_anomaly or suspicious[k]
+            if is_suspicious:  # the pattern stage wants the reasons of its events too
                 self.explainer.learn_many(values[learned:k])
                 learned = k
                 reasons = self.reasons(raws[k], rows[k], top)
@@ -237,6 +253,7 @@ class _TypeModel:
                     detector=detector,
                     features=raws[k],
                     reasons=reasons,
+                    is_suspicious=is_suspicious,
                 )
             )
         self.explainer.learn_many(values[learned:])

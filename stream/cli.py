@@ -20,6 +20,7 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("metrics_port", int, "port of /metrics, /healthz, /readyz (0: any free port)"),
     ("log_level", str, "debug, info, warning or error"),
     ("quantile", float, "alert budget: the score quantile above which an event alerts"),
+    ("suspicious_quantile", float, "pattern bar: events above it are anomalous to the patterns"),
     ("warmup", int, "events per event type scored before any alert can fire"),
     ("seed", int, "seed of the detectors"),
     ("engine", str, "detector engine: hst (default), river-hst, iforest or ensemble"),
@@ -29,6 +30,7 @@ _RUN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("group_instance_id", str, "static group membership id (stable across restarts)"),
     ("labels_topic", str, "reviewers' labels: hold event alerts below the precision target"),
     ("target_precision", float, "precision the labels' thresholds aim at (default 0.9)"),
+    ("unproven_segments", str, "event types with too few labels: budget (default) or hold"),
     ("pattern_alerts_topic", str, "pattern alerts: events of open patterns are not learned"),
 )
 

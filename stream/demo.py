@@ -58,7 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--phase1-share", type=float, default=0.5, help="of the events")
     parser.add_argument("--max-labels", type=int, default=200, help="the reviewer's budget")
     parser.add_argument("--min-labels", type=int, default=30, help="per segment, to gate")
+    parser.add_argument(
+        "--unproven",
+        choices=("budget", "hold"),
+        default="budget",
+        help="phase 2: event types with too few labels alert within the budget, or not at all",
+    )
     parser.add_argument("--quantile", type=float, default=0.995, help="the alert budget")
+    parser.add_argument("--suspicious-quantile", type=float, default=0.98, help="the pattern bar")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--attack-rate", type=float, default=1e-4, help="per type and event")
     parser.add_argument("--no-attacks", action="store_true", help="attack rate 0")
@@ -122,9 +129,10 @@ def _phase(run: _Run, phase: int, records: int, log: Path, labels: str | None) -
     _say(f"[{step}/{STEPS}] phase {phase}: producing {records:,} events...")
     run.traffic.produce(records)
     _say(f"[{step + 1}/{STEPS}] phase {phase}: the service, until caught up...")
-    settings = service_settings(
-        run.bootstrap, run.topics, labels_topic=labels, overrides=run.overrides
-    )
+    overrides = dict(run.overrides)
+    if labels is None:  # phase 1 collects the labels: the budget decides everywhere
+        overrides.pop("unproven_segments", None)
+    settings = service_settings(run.bootstrap, run.topics, labels_topic=labels, overrides=overrides)
     summary_ = run_service(settings, log, _progress(max(records // 5, 1)))
     for stage in run.stages:  # in pipeline order: each one's input is complete
         _say(f"      vigil {stage.name} caught up {stage.wait_caught_up():.1f}s after")
@@ -167,14 +175,16 @@ def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
         topics,
         PhasedTraffic(config, bootstrap, topics.input),
         (
-            pattern_stage(bootstrap, topics, patterns_log, base_rate=1 - args.quantile),
+            pattern_stage(bootstrap, topics, patterns_log, base_rate=1 - args.suspicious_quantile),
             incident_stage(bootstrap, topics, incidents_log),
         ),
         {
             "engine": args.engine,
             "quantile": args.quantile,
+            "suspicious_quantile": args.suspicious_quantile,
             "warmup": args.warmup,
             "min_labels": args.min_labels,
+            "unproven_segments": args.unproven,
         },
     )
     first = round(args.events * args.phase1_share)

@@ -83,11 +83,12 @@ def read_alert_records(bootstrap: str, topic: str) -> list[tuple[int, dict[str, 
 
 
 def flagged_events(bootstrap: str, observations_topic: str) -> list[OnCallAlert]:
-    """One event-level alert per event flagged anomalous, from the observations topic."""
+    """One event-level alert per event over the alert budget, from the observations topic
+    (which also carries the merely suspicious events: ``alert`` false)."""
     flagged: dict[str, OnCallAlert] = {}
     for record in read_topic(bootstrap, observations_topic):
         body = orjson.loads(record.value or b"")
-        if body.get("a") and body["id"] not in flagged:
+        if body.get("a") and body.get("alert", True) and body["id"] not in flagged:
             flagged[body["id"]] = OnCallAlert(
                 alert_id=f"ev:{body['id']}",
                 kind=EVENT,

@@ -15,19 +15,21 @@ the value does not repeat them.
 
 Record value (orjson), ``v`` = 1:
 
-* anomalous event (``a`` true): ``t`` (event time, epoch seconds), ``id`` (event id),
+* anomalous event (``a`` true: the event alerted or scored above the scorer's
+  ``suspicious_quantile``): ``t`` (event time, epoch seconds), ``id`` (event id),
   ``type`` (event type), ``user``, ``score``, ``reasons`` (``[[feature, direction], ...]``,
-  most important first), ``src`` (``[topic, partition, offset]`` of the event);
+  most important first), ``src`` (``[topic, partition, offset]`` of the event), ``alert``
+  (whether it was also over the alert budget; informational, the finder ignores it);
 * normal event (``a`` false): ``t`` and ``w``, the number of events it stands for.
 
 Volume. An event has 3 to 7 attributes and, for a new account, as many pairs with the
 new-account cohort, so one record per key and event would multiply the input by about 5
-to 10. Anomalous events (0.5% at the default alert budget) are always sent, each with
+to 10. Anomalous events (2% at the default suspicious quantile) are always sent, each with
 what its pattern alert shows. Normal events only feed the keys' event counts, so they are
 *sampled*, deterministically: an event is kept when the hash of its id falls below
 ``normal_rate`` (the same decision for all its keys, in any process, on any replay) and then
 counts ``1 / normal_rate`` events (``Observation.weight``), an unbiased (Horvitz-Thompson)
-estimate of the count. At the default rate of 1/8, output is about 1.2 records per input
+estimate of the count. At the default rate of 1/8, output is about 1.6 records per input
 event, of about 40 bytes for a normal one. Sampling adds noise only where counts are
 small, where a pattern also needs ``min_support`` anomalous events from ``min_users`` users
 and a Poisson test against a baseline floored at the base rate; a stateless function
@@ -106,11 +108,13 @@ def observation_records(
     if not 0.0 < normal_rate <= 1.0:
         raise ValueError(f"normal_rate must be within (0, 1], got {normal_rate}")
     event_id: str = event["event_id"]
-    if not scored.is_anomaly and not sampled(event_id, normal_rate):
+    # Anomalous to the pattern stage: an alert or, below that, a suspicious score.
+    flagged = scored.is_anomaly or scored.is_suspicious
+    if not flagged and not sampled(event_id, normal_rate):
         return []
     t = event_time_s(event["occurred_at"])
     body: dict[str, Any] = {"v": OBSERVATION_VERSION, "t": t}
-    if scored.is_anomaly:
+    if flagged:
         body.update(
             a=True,
             id=event_id,
@@ -119,6 +123,7 @@ def observation_records(
             score=scored.score,
             reasons=[[r.feature, r.direction] for r in scored.reasons[:MAX_REASONS]],
             src=[source.topic, source.partition, source.offset],
+            alert=scored.is_anomaly,
         )
     else:
         body.update(a=False, w=1.0 / normal_rate)

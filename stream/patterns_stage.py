@@ -139,8 +139,9 @@ class PatternStageSettings(BaseModel):
     sample_size: int = Field(
         default=16, ge=1, le=256, description="member event and user ids a record samples"
     )
-    # The finder (detectors/patterns.py); base_rate should be 1 - the scorer's quantile.
-    base_rate: float = Field(default=0.005, gt=0, lt=1)
+    # The finder (detectors/patterns.py); base_rate should be 1 - the scorer's
+    # suspicious_quantile.
+    base_rate: float = Field(default=0.02, gt=0, lt=1)
     min_support: int = Field(default=5, ge=1, le=64)
     min_users: int = Field(default=2, ge=1)
     window_s: float = Field(default=3600.0, gt=0)
@@ -857,7 +858,11 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("dlq_topic", str, "dead-letter topic for observations that cannot be read"),
     ("group", str, "consumer group id (not the scoring service's)"),
     ("lateness_s", float, "event-time slack before a quiet pattern resolves"),
-    ("base_rate", float, "share of events the scorer flags (1 - its quantile)"),
+    (
+        "base_rate",
+        float,
+        "share of events the scorer flags as suspicious (1 - its suspicious_quantile)",
+    ),
     *LOOP_FLAGS,
 )
 

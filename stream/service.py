@@ -115,6 +115,7 @@ def scoring_config(settings: ServiceSettings) -> ScoringConfig:
         window_size=settings.window_size,
         seed=settings.seed,
         quantile=settings.quantile,
+        suspicious_quantile=settings.suspicious_quantile,
         warmup=settings.warmup,
         max_keys=settings.max_keys,
         protect_above=settings.protect_above,
@@ -225,7 +226,11 @@ class Service:
         self._idle_since = time.monotonic()
         self._live: Producer | None = None
         self._out: Delivery | None = None
-        self.gate = LabelGate(target=settings.target_precision, min_labels=settings.min_labels)
+        self.gate = LabelGate(
+            target=settings.target_precision,
+            min_labels=settings.min_labels,
+            unproven=settings.unproven_segments,
+        )
         self._label_feed: TopicFollower | None = None
         self._pattern_feed: TopicFollower | None = None
         self.guard = LearningGuard()
@@ -524,12 +529,15 @@ class Service:
         self.summary.events += 1
         self.metrics.count_event(result.event_type)
         if result.is_anomaly:
-            gate = self.gate.threshold(result.detector, result.event_type)
-            if gate is None:
-                self._alert(producer, record, event, result)
-            elif result.score > gate:
-                self._alert(producer, record, event, replace(result, threshold=gate))
-            else:
+            allowed, bar = self.gate.decide(result.detector, result.event_type, result.score)
+            if allowed:  # ``bar``: the labels' threshold it passed; None: the budget decided
+                self._alert(
+                    producer,
+                    record,
+                    event,
+                    result if bar is None else replace(result, threshold=bar),
+                )
+            else:  # below the labels' bar, or a segment held until labels prove it
                 self.summary.held_by_labels += 1
                 self.metrics.held_by_labels.labels(result.event_type).inc()
         if self.settings.observations:

@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 ENV_PREFIX = "VIGIL_"
 
@@ -61,6 +68,9 @@ class ServiceSettings(BaseModel):
     labels_topic: str | None = Field(default=None, min_length=1)
     target_precision: float = Field(default=0.9, gt=0, lt=1)
     min_labels: int = Field(default=30, ge=1, description="decisive labels before gating")
+    # Event types whose labels are still too few: the alert budget decides, or ("hold")
+    # they raise no event alert, only patterns and incidents (detectors/label_gate.py).
+    unproven_segments: Literal["budget", "hold"] = "budget"
     # Learning guard: events of open patterns (and of entities labeled fraud) not learned.
     pattern_alerts_topic: str | None = Field(
         default=None, min_length=1, description="where `vigil patterns` writes its alerts"
@@ -97,6 +107,9 @@ class ServiceSettings(BaseModel):
     height: int = Field(default=8, ge=1, le=30)
     window_size: int = Field(default=250, ge=1)
     quantile: float = Field(default=0.995, gt=0, lt=1)
+    suspicious_quantile: float | None = Field(
+        default=0.98, gt=0, lt=1, description="pattern bar: scores above it feed the patterns"
+    )
     warmup: int = Field(default=300, ge=0)
     max_keys: int = Field(default=1_000_000, ge=1)
     cohort_age_h: float | None = Field(

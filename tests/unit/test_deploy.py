@@ -212,7 +212,8 @@ def test_the_stages_are_wired_to_each_other(objects: list[Obj], tmp_path: Path) 
     # run → observations → patterns
     assert run.observations
     assert patterns.observations_topic == run.observations_topic
-    assert patterns.base_rate == pytest.approx(1 - run.quantile)
+    flagged_quantile = min(run.quantile, run.suspicious_quantile or run.quantile)
+    assert patterns.base_rate == pytest.approx(1 - flagged_quantile)
     # patterns → the internal pattern topic → incidents → the alerts topic
     assert patterns.pattern_topic is not None, "pattern records would go to the alerts topic"
     pattern_topic = patterns.pattern_topic_name

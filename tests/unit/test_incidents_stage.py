@@ -159,7 +159,7 @@ def test_an_incident_alert_explains_itself() -> None:
     assert incident["top_features"]
     assert incident["source_ranges"]
     assert 1 <= len(alert["event_ids"]) <= 10
-    assert alert["entity"]["type"] in {"device", "ip", "shop", "incident"}
+    assert alert["entity"]["type"] in {"user", "device", "ip", "shop", "incident"}
 
 
 def test_watermarks_resolve_only_once_every_partition_has_passed() -> None:

@@ -78,3 +78,35 @@ def test_bad_settings_and_scores_are_refused():
         LabelGate(target=1.0)
     with pytest.raises(ValueError, match="finite"):
         LabelGate().add("al-1", "hst", "s", math.nan, True)
+
+
+def test_hold_sends_event_alerts_only_where_labels_prove_the_target():
+    hold = LabelGate(target=0.8, min_labels=10, min_support=5, unproven="hold")
+    budget = LabelGate(target=0.8, min_labels=10, min_support=5)
+    for gate in (hold, budget):
+        for i in range(40):  # proven: the top half of order.placed is all true
+            gate.add(f"o-{i}", "hst", "order.placed", i / 40, i >= 20)
+        for i in range(40):  # unmet: login alerts are all false
+            gate.add(f"l-{i}", "hst", "account.login", i / 40, False)
+        for i in range(5):  # too few labels
+            gate.add(f"m-{i}", "hst", "message.sent", i / 5, True)
+    # Proven segments behave the same either way, with the labels' bar.
+    for gate in (hold, budget):
+        allowed, bar = gate.decide("hst", "order.placed", 0.9)
+        assert allowed
+        assert bar is not None
+        assert bar < 0.5
+        assert gate.decide("hst", "order.placed", 0.3)[0] is False
+    # Unproven ones: the budget lets them through (above every labeled score when unmet) ...
+    assert budget.decide("hst", "message.sent", 0.99) == (True, None)
+    assert budget.decide("hst", "account.login", 0.99)[0] is True
+    assert budget.decide("hst", "account.login", 0.5)[0] is False
+    # ... hold keeps every one of them back.
+    assert hold.decide("hst", "message.sent", 0.99) == (False, None)
+    assert hold.decide("hst", "account.login", 0.99)[0] is False
+    assert hold.decide("hst", "payment.attempted", 0.99) == (False, None)
+
+
+def test_unknown_unproven_mode_fails():
+    with pytest.raises(ValueError, match="unproven"):
+        LabelGate(unproven="page")  # type: ignore[arg-type]

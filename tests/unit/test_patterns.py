@@ -343,6 +343,7 @@ def test_rejects_bad_config(kwargs, match):
 def test_attributes_per_event_type():
     payment = make_event("payment.attempted", ip="192.168.7.9", card_bin="535522")
     assert attributes(payment, account_age_s=10 * 86400) == (
+        "user:u-1",
         "device:d-1",
         "ip24:192.168.7",
         "card_bin:535522",
@@ -372,3 +373,40 @@ def test_edges_per_event_type():
     assert kinds("order.placed")[1] == ("buyer-shop", "u-9", "s-1")
     assert kinds("review.posted")[1] == ("reviewer-listing", "u-9", "l-1")
     assert kinds("account.login") == [("ip-account", "1.2.3.4", "u-9")]
+
+
+# -- single-user patterns (an account taken over acts alone) ----------------------------------
+
+
+def _burst(finder: PatternFinder, key_attribute: str, users: list[str]) -> list[PatternUpdate]:
+    """Background on ``key_attribute``, then a burst of anomalous events by ``users``."""
+    updates: list[PatternUpdate] = []
+    for i in range(200):
+        obs = Observation(60.0 * i, f"n{i}", "u-bg", False, [key_attribute], ("ev", 0, i))
+        updates += finder.observe(obs)
+    for i, user in enumerate(users):
+        obs = Observation(
+            20_000.0 + 30 * i, f"a{i}", user, True, [key_attribute], ("ev", 0, 500 + i)
+        )
+        updates += finder.observe(obs)
+    return updates
+
+
+def test_an_account_alone_raises_a_pattern_but_a_device_alone_does_not():
+    one_user = ["u-victim"] * 8
+    account = _burst(PatternFinder(), "user:u-victim", one_user)
+    assert [(u.status, u.members, u.users) for u in account] == [("new", ("user:u-victim",), 1)]
+    # The same burst on a device from one user stays an event-level matter.
+    assert _burst(PatternFinder(), "device:d-1", one_user) == []
+    # ... unless the device kind is declared single-user too.
+    config = PatternConfig(single_user_kinds=("user", "device"))
+    assert [u.members for u in _burst(PatternFinder(config), "device:d-1", one_user)] == [
+        ("device:d-1",)
+    ]
+
+
+def test_an_account_is_never_paired():
+    keys = pattern_keys(["user:u-1", "ip24:10.0.0", "cohort:new_account"])
+    assert ("user:u-1",) in keys
+    assert all(len(k) == 1 for k in keys if any(m.startswith("user:") for m in k))
+    assert ("cohort:new_account", "ip24:10.0.0") in keys

@@ -212,3 +212,32 @@ def test_cohort_models_score_new_accounts_apart_however_batched():
     plain = EventScorer(ScoringConfig(warmup=20, window_size=40, quantile=0.9))
     plain_scores = [r.score for r in plain.score_batch(events) if isinstance(r, Scored)]
     assert plain_scores != [r.score for r in results if isinstance(r, Scored)]
+
+
+def test_suspicious_events_are_a_looser_bar_that_keeps_every_alert():
+    def run(suspicious: float | None) -> list[Scored]:
+        scorer = EventScorer(
+            ScoringConfig(warmup=50, window_size=50, quantile=0.99, suspicious_quantile=suspicious)
+        )
+        results = scorer.score_batch(list(_stream(2000, attack_every=40)))
+        assert all(isinstance(r, Scored) for r in results)
+        return [r for r in results if isinstance(r, Scored)]
+
+    loose, alerts_only = run(0.9), run(None)
+    # The bar changes what the patterns see, never a score or an alert.
+    assert [(r.score, r.is_anomaly) for r in loose] == [
+        (r.score, r.is_anomaly) for r in alerts_only
+    ]
+    assert [r.is_suspicious for r in alerts_only] == [r.is_anomaly for r in alerts_only]
+    flagged = sum(r.is_suspicious for r in loose)
+    alerts = sum(r.is_anomaly for r in loose)
+    assert all(r.is_suspicious for r in loose if r.is_anomaly)
+    assert 0.05 * len(loose) < flagged < 0.2 * len(loose)  # about the top 10%
+    assert alerts < flagged / 3
+    # Suspicious events carry their reasons, for the pattern alerts' top features.
+    assert all(r.reasons for r in loose if r.is_suspicious)
+
+
+def test_a_bad_suspicious_quantile_fails_at_start():
+    with pytest.raises(ValueError, match="suspicious_quantile"):
+        ScoringConfig(suspicious_quantile=1.0)

@@ -65,3 +65,11 @@ def test_settings_are_frozen_and_secret_is_hidden():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(REQUIRED, config_file=tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("suspicious_quantile", 1.0), ("unproven_segments", "page")]
+)
+def test_pattern_bar_and_unproven_mode_are_checked_at_start(name, value):
+    with pytest.raises(ConfigError, match=rf"'{name}' \(flag --{name.replace('_', '-')}\)"):
+        load_settings({**REQUIRED, name: value}, env={})

@@ -9,11 +9,22 @@
 
 A failed transaction raises ``TransactionAbortedError`` after aborting: the caller's in-memory state
 is ahead of what is durable and must be rewound to the last snapshot.
+
+``send_offsets_to_transaction`` can block forever, whatever its timeout: its second step
+(TxnOffsetCommit to the group coordinator) goes through librdkafka's coordinator-request
+machinery, which never checks its deadline (librdkafka #5456) and can wait indefinitely
+for a cached group coordinator that will not come up again, e.g. a broker handle retired
+while the broker restarted (#5511). Both were open in librdkafka 2.16. So it runs on a
+helper thread; if it has not returned ``STUCK_GRACE_S`` after its own timeout the
+producer is given up for dead (``ProducerFatalError``): the caller replaces it (the new
+instance fences it and aborts its open transaction) and rewinds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -22,6 +33,15 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from stream.kafka_io import DeliveryTracker, VigilKafkaError, commit_or_raise, flush_or_raise
 
 log = structlog.get_logger("vigil.delivery")
+
+# How long past its own timeout a transactional call may take before the producer is
+# given up for dead (librdkafka enforces the timeout itself when it works).
+STUCK_GRACE_S = 10.0
+
+# Producers given up while a call of theirs is still blocked in librdkafka. Kept alive
+# (never destroyed: rd_kafka_destroy under a blocked transactional call may hang too);
+# the replacement's init_transactions fenced them, so nothing they hold can commit.
+_ABANDONED: list[Any] = []
 
 
 class ProducerFatalError(VigilKafkaError):
@@ -86,8 +106,12 @@ class ExactlyOnce:
             return
         try:
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), self.timeout_s
+                self._bounded(
+                    "send_offsets_to_transaction",
+                    self.producer.send_offsets_to_transaction,
+                    offsets,
+                    consumer.consumer_group_metadata(),
+                    self.timeout_s,
                 )
             self._commit_with_retries()
         except KafkaException as exc:
@@ -99,8 +123,41 @@ class ExactlyOnce:
         self.tracker.pending = 0
 
     def close(self) -> None:
-        if self._open:
+        if self._open and not self.abandoned:
             self._abort_quietly()
+
+    @property
+    def abandoned(self) -> bool:
+        """A call of this producer never returned: it must not be used again."""
+        return any(p is self.producer for p in _ABANDONED)
+
+    def _bounded(self, name: str, call: Callable[..., None], *args: Any) -> None:
+        """``call(*args)`` on a helper thread, waited for its timeout and
+        ``STUCK_GRACE_S`` more; raises what it raised, or ``ProducerFatalError`` if it is
+        still blocked then (see the module docstring)."""
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call(*args)
+            except BaseException as exc:  # handed to the waiting thread
+                failed.append(exc)
+
+        # A daemon thread: a call that never returns must not hold the process at exit.
+        worker = threading.Thread(target=run, name=f"vigil-{name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s + STUCK_GRACE_S)
+        if worker.is_alive():
+            _ABANDONED.append(self.producer)
+            self._open = False
+            log.error("transaction.call_stuck", call=name, waited_s=self.timeout_s + STUCK_GRACE_S)
+            raise ProducerFatalError(
+                f"{name} did not return within {self.timeout_s + STUCK_GRACE_S:.0f}s "
+                f"(its timeout is {self.timeout_s:.0f}s): the producer is given up",
+                "_STUCK",
+            )
+        if failed:
+            raise failed[0]
 
     def abort(self, exc: KafkaException) -> None:
         """A produce() of the batch was refused (the transaction is in an abortable

@@ -379,8 +379,10 @@ class Service:
             self._rewind(consumer)
         except ProducerFatalError as exc:
             # A broker away mid-transaction can leave the producer fatally failed (e.g.
-            # INVALID_TXN_STATE on abort): a new one with the same transactional.id fences
-            # the old one and aborts what it left open; then read again from the snapshots.
+            # INVALID_TXN_STATE on abort) or stuck in a call librdkafka never returns from
+            # (send_offsets_to_transaction after a restart, see stream/delivery.py): a new
+            # one with the same transactional.id fences the old one and aborts what it left
+            # open; then read again from the snapshots.
             log.warning("producer.replacing", error=str(exc))
             producer = Producer(producer_config(self.settings, transactional=True))
             delivery = ExactlyOnce(producer, self.settings.flush_timeout_s)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from stream.delivery import ExactlyOnce, TransactionAbortedError
+from stream.delivery import ExactlyOnce, ProducerFatalError, TransactionAbortedError
 from stream.kafka_io import VigilKafkaError
 
 
@@ -92,3 +94,36 @@ def test_a_fenced_producer_is_fatal():
         out.commit(GroupConsumer(), [])
     assert not isinstance(raised.value, TransactionAbortedError)
     assert "abort" not in producer.calls
+
+
+class StuckProducer(TransactionalProducer):
+    """send_offsets_to_transaction never returns, whatever its timeout (librdkafka
+    #5456/#5511: the TxnOffsetCommit waits for a group coordinator that never comes up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.calls.append("offsets (stuck)")
+        self.release.wait()
+
+
+def test_a_send_offsets_that_never_returns_gives_the_producer_up(monkeypatch):
+    monkeypatch.setattr("stream.delivery.STUCK_GRACE_S", 0.2)
+    producer = StuckProducer()
+    out = ExactlyOnce(producer, timeout_s=0.1)  # type: ignore[arg-type]
+    out.start()
+    out.begin()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProducerFatalError, match="did not return"):
+            out.commit(GroupConsumer(), [TopicPartition("t", 0, 7)])
+        assert time.monotonic() - started < 5.0
+        assert out.abandoned
+        # Neither committed nor aborted through it, not even on close: a replacement
+        # producer with the same transactional.id fences it and aborts what it left.
+        out.close()
+        assert producer.calls == ["init", "begin", "offsets (stuck)"]
+    finally:
+        producer.release.set()

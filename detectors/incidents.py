@@ -6,8 +6,9 @@ raises one pattern per value. Those patterns name the *same anomalous events*: t
 groups them here. Each pattern record carries a bounded sample of its member events
 (``event_sample``: the ``k`` event ids of smallest hash, a bottom-k sketch, so two patterns
 over mostly the same events keep mostly the same ids) and its examples; two patterns whose
-named events overlap in at least ``min_shared`` ids belong to one incident (union-find: an
-incident is a connected component of that relation over its open patterns).
+named events overlap in at least ``min_shared`` ids, or whose user samples share an account,
+belong to one incident (union-find: an incident is a connected component of that relation
+over its open patterns).
 
 A bottom-k sample rather than the first events on purpose: a pattern on a busy value holds
 the attack's events among many others, and its smallest hashes are then mostly the
@@ -366,8 +367,17 @@ class IncidentGrouper:
         self._incidents: dict[str, _Incident] = {}  # insertion order: creation order
         self._of_pattern: dict[str, str] = {}  # open pattern alert id -> incident id
         self._of_event: dict[str, str] = {}  # named event -> incident id (open only)
+        self._of_user: dict[str, str] = {}  # user of a named event -> incident id (open only)
         self._closed: OrderedDict[str, None] = OrderedDict()  # resolved pattern ids
         self._seen: dict[str, int] = {}  # pattern alert id -> highest sequence seen
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_of_user" not in state:  # a snapshot from before accounts linked patterns
+            self._of_user = {}
+            for incident in self._incidents.values():
+                for user in incident.users:
+                    self._of_user.setdefault(user, incident.incident_id)
 
     @property
     def open_incidents(self) -> int:
@@ -442,6 +452,13 @@ class IncidentGrouper:
             owner = self._of_event.get(event)
             if owner is not None:
                 shared[owner] = shared.get(owner, 0) + 1
+        # An account's anomalous events in two patterns link them as shared events do: the
+        # burst of a throwaway account (its own pattern) and the device pattern that holds
+        # it and its siblings are one attack, though their small samples may not overlap.
+        for user in record.user_sample:
+            owner = self._of_user.get(user)
+            if owner is not None:
+                shared[owner] = shared.get(owner, 0) + self.config.min_shared
         linked = [i for i, n in shared.items() if n >= self.config.min_shared]
         return sorted(linked, key=lambda i: (-shared[i], self._incidents[i].first_seen, i))
 
@@ -465,6 +482,8 @@ class IncidentGrouper:
                 self._of_pattern[pid] = survivor.incident_id
             survivor.open |= other.open
             survivor.users |= other.users
+            for user in other.users:
+                self._of_user[user] = survivor.incident_id
             for event in other.named:
                 survivor.named.add(event)
                 self._of_event[event] = survivor.incident_id
@@ -484,6 +503,8 @@ class IncidentGrouper:
             incident.named.add(event)
             self._of_event.setdefault(event, incident.incident_id)
         incident.users.update(record.user_sample)
+        for user in record.user_sample:
+            self._of_user.setdefault(user, incident.incident_id)
 
     def _drop(self, incident: _Incident) -> None:
         del self._incidents[incident.incident_id]
@@ -493,6 +514,9 @@ class IncidentGrouper:
         for event in incident.named:
             if self._of_event.get(event) == incident.incident_id:
                 del self._of_event[event]
+        for user in incident.users:
+            if self._of_user.get(user) == incident.incident_id:
+                del self._of_user[user]
 
     def _close_pattern(self, pid: str) -> None:
         self._seen.pop(pid, None)

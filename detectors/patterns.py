@@ -8,7 +8,8 @@ raises a pattern when a key's recent anomalies are
 
 * numerous: at least ``min_support`` anomalous events within ``window_s``, from at least
   ``min_users`` distinct users (one user's odd hour is an alert, not a pattern), except
-  for a key on an account itself (``single_user_kinds``: a taken-over account acts alone);
+  for a key on an account itself (``single_user_kinds``: a taken-over account acts alone)
+  once one of those events was flagged for a new device or country (``single_user_evidence``);
 * over-represented: the value's recent anomaly rate is at least ``min_risk_ratio`` times
   its baseline rate;
 * unlikely by chance: a one-sided Poisson test of the recent anomalous count against the
@@ -96,6 +97,10 @@ class PatternConfig:
     # Keys with a member of these kinds need one user only: the account itself (see
     # detectors/attributes.py, ``USER``).
     single_user_kinds: tuple[str, ...] = (USER,)
+    # ... and then only once one of its anomalous events was explained by one of these
+    # features being high: a takeover starts on a device (or from a country) new to the
+    # account, while a customer's own shopping spree does not. Empty: no such condition.
+    single_user_evidence: tuple[str, ...] = ("new_device", "new_country")
     min_risk_ratio: float = 5.0
     keep_risk_ratio: float = 3.0
     max_p_value: float = 1e-3
@@ -378,9 +383,7 @@ class PatternFinder:
             recent.popleft()
         if len(recent) < c.min_support:
             return updates
-        if len({h.user for h in recent}) < c.min_users and not any(
-            attribute_kind(m) in c.single_user_kinds for m in key
-        ):
+        if len({h.user for h in recent}) < c.min_users and not self._single_user_ok(key, recent):
             return updates
         evidence = self._evidence(counts, self._baseline(counts))
         if evidence.risk_ratio < c.min_risk_ratio or evidence.p_value > c.max_p_value:
@@ -400,6 +403,18 @@ class PatternFinder:
         self._open[key] = None
         updates.append(self._update(key, pattern, "new", obs.t))
         return updates
+
+    def _single_user_ok(self, key: Key, recent: Iterable[_Hit]) -> bool:
+        """Whether ``key`` may raise a pattern on one user's events (see the config)."""
+        c = self.config
+        if not any(attribute_kind(m) in c.single_user_kinds for m in key):
+            return False
+        evidence = c.single_user_evidence
+        return not evidence or any(
+            feature in evidence and direction == "high"
+            for hit in recent
+            for feature, direction in hit.reasons
+        )
 
     def advance(self, t: float) -> list[PatternUpdate]:
         """Resolve the patterns quiet since ``t - quiet_s`` (event time, e.g. a watermark)."""

@@ -242,3 +242,38 @@ def test_config_checks() -> None:
         IncidentConfig(min_shared=0)
     with pytest.raises(ValueError, match="growth_factor"):
         IncidentConfig(growth_factor=1.0)
+
+
+def test_an_accounts_own_pattern_joins_the_incident_that_holds_its_events() -> None:
+    # A device pattern over five throwaway accounts, then one account's own burst: their
+    # samples name different events, the account links them.
+    for order in ("device first", "account first"):
+        grouper = IncidentGrouper()
+        device = example_record(
+            pa(1), ["device:d1"], events("d", 20), users=[f"u-{i}" for i in range(5)]
+        )
+        account = example_record(pa(2), ["user:u-3"], events("x", 6), users=["u-3"])
+        records = [device, account] if order == "device first" else [account, device]
+        updates = [u for r in records for u in grouper.observe(r)]
+        assert grouper.open_incidents == 1, order
+        assert grouper.incident_of(pa(1)) == grouper.incident_of(pa(2))
+        assert [u.status for u in updates][:1] == ["new"]
+        assert {u.incident_id for u in updates} == {updates[0].incident_id}
+
+
+def test_patterns_of_different_accounts_stay_apart() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["user:u-1"], events("a", 6), users=["u-1"]))
+    grouper.observe(example_record(pa(2), ["user:u-2"], events("b", 6), users=["u-2"]))
+    assert grouper.open_incidents == 2
+
+
+def test_a_snapshot_from_before_account_links_still_links_after_restore() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["device:d1"], events("d", 20), users=["u-1", "u-2"]))
+    state = pickle.loads(pickle.dumps(grouper)).__dict__
+    del state["_of_user"]  # as an older version pickled it
+    old = IncidentGrouper.__new__(IncidentGrouper)
+    old.__setstate__(state)
+    old.observe(example_record(pa(2), ["user:u-2"], events("x", 6), users=["u-2"]))
+    assert old.open_incidents == 1

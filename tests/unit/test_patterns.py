@@ -378,15 +378,28 @@ def test_edges_per_event_type():
 # -- single-user patterns (an account taken over acts alone) ----------------------------------
 
 
-def _burst(finder: PatternFinder, key_attribute: str, users: list[str]) -> list[PatternUpdate]:
-    """Background on ``key_attribute``, then a burst of anomalous events by ``users``."""
+def _burst(
+    finder: PatternFinder,
+    key_attribute: str,
+    users: list[str],
+    first_reasons: tuple[tuple[str, str], ...] = (("new_device", "high"),),
+) -> list[PatternUpdate]:
+    """Background on ``key_attribute``, then a burst of anomalous events by ``users``, the
+    first explained by ``first_reasons``, the others by a high order count."""
     updates: list[PatternUpdate] = []
     for i in range(200):
         obs = Observation(60.0 * i, f"n{i}", "u-bg", False, [key_attribute], ("ev", 0, i))
         updates += finder.observe(obs)
     for i, user in enumerate(users):
+        reasons = first_reasons if i == 0 else (("user_orders_1h", "high"),)
         obs = Observation(
-            20_000.0 + 30 * i, f"a{i}", user, True, [key_attribute], ("ev", 0, 500 + i)
+            20_000.0 + 30 * i,
+            f"a{i}",
+            user,
+            True,
+            [key_attribute],
+            ("ev", 0, 500 + i),
+            reasons=reasons,
         )
         updates += finder.observe(obs)
     return updates
@@ -403,6 +416,19 @@ def test_an_account_alone_raises_a_pattern_but_a_device_alone_does_not():
     assert [u.members for u in _burst(PatternFinder(config), "device:d-1", one_user)] == [
         ("device:d-1",)
     ]
+
+
+def test_an_accounts_burst_needs_a_new_device_or_country_to_be_a_pattern():
+    # A customer's own shopping spree: many odd orders, none from anywhere new.
+    spree = _burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=())
+    assert spree == []
+    low = (("new_device", "low"),)  # the direction matters
+    assert _burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=low) == []
+    country = (("new_country", "high"),)
+    assert len(_burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=country)) == 1
+    # Without the condition, the spree is a pattern.
+    config = PatternConfig(single_user_evidence=())
+    assert len(_burst(PatternFinder(config), "user:u-1", ["u-1"] * 8, first_reasons=())) == 1
 
 
 def test_an_account_is_never_paired():

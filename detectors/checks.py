@@ -239,6 +239,24 @@ def detector_factories() -> dict[str, DetectorFactory]:
             names, n_trees=10, max_samples=32, window_size=64, seed=seed, use_numba=False
         )
 
+    def rcf(names: tuple[str, ...], seed: int) -> Detector:
+        # The isolation forest with RRCF's random cut: split features in proportion to range.
+        return IsolationForestASD(
+            names, n_trees=10, max_samples=32, window_size=64, split_rule="range", seed=seed
+        )
+
+    def rcf_insert(names: tuple[str, ...], seed: int) -> Detector:
+        # The random cut, scored by the expected depth of RRCF's insertion.
+        return IsolationForestASD(
+            names,
+            n_trees=10,
+            max_samples=32,
+            window_size=64,
+            split_rule="range",
+            scoring="insertion",
+            seed=seed,
+        )
+
     def iforest_drift(names: tuple[str, ...], seed: int) -> Detector:
         # IForestASD proper: refit only when a window's anomaly rate says drift.
         return IsolationForestASD(
@@ -257,6 +275,8 @@ def detector_factories() -> dict[str, DetectorFactory]:
         "iforest": iforest,
         "iforest-numpy": iforest_numpy,
         "iforest-drift": iforest_drift,
+        "rcf": rcf,
+        "rcf-insert": rcf_insert,
     }
     try:
         importlib.import_module("pyod")

@@ -88,6 +88,53 @@ def _iforest_512x8k(names: tuple[str, ...], seed: int) -> Detector:
     return IsolationForestASD(names, max_samples=512, window_size=8192, seed=seed)
 
 
+def _rcf(names: tuple[str, ...], seed: int) -> Detector:
+    # The default forest (100 trees, 256 samples, window 2048) with RRCF's random cut:
+    # split features drawn in proportion to their range in the node (Guha et al. 2016),
+    # scored by path length as the isolation forest is.
+    return IsolationForestASD(names, split_rule="range", seed=seed)
+
+
+def _rcf_32(names: tuple[str, ...], seed: int) -> Detector:
+    # The published RRCF shape: 32 trees of 256 rows (window 2048 as IForestASD's).
+    return IsolationForestASD(names, n_trees=32, split_rule="range", seed=seed)
+
+
+def _rcf_512x8k(names: tuple[str, ...], seed: int) -> Detector:
+    # iforest-512x8k's shape with the random cut.
+    return IsolationForestASD(
+        names, max_samples=512, window_size=8192, split_rule="range", seed=seed
+    )
+
+
+def _rcf_insert(names: tuple[str, ...], seed: int) -> Detector:
+    # rcf scored by the expected depth of RRCF's insertion (how far outside each node's box
+    # a row lies counts), not by plain path length.
+    return IsolationForestASD(names, split_rule="range", scoring="insertion", seed=seed)
+
+
+def _rcf_512x8k_insert(names: tuple[str, ...], seed: int) -> Detector:
+    return IsolationForestASD(
+        names,
+        max_samples=512,
+        window_size=8192,
+        split_rule="range",
+        scoring="insertion",
+        seed=seed,
+    )
+
+
+def _iforest_insert(names: tuple[str, ...], seed: int) -> Detector:
+    # Uniform splits scored by insertion depth: which of the two changes does the work.
+    return IsolationForestASD(names, scoring="insertion", seed=seed)
+
+
+def _iforest_512x8k_insert(names: tuple[str, ...], seed: int) -> Detector:
+    return IsolationForestASD(
+        names, max_samples=512, window_size=8192, scoring="insertion", seed=seed
+    )
+
+
 def _pyod_iforest(names: tuple[str, ...], seed: int) -> Detector:
     from detectors.pyod_adapter import PyODIForest
 
@@ -146,6 +193,13 @@ DETECTORS: dict[str, DetectorFactory] = {
     "iforest-large": _iforest_large,
     "iforest-xl": _iforest_xl,
     "iforest-512x8k": _iforest_512x8k,
+    "rcf": _rcf,
+    "rcf-32": _rcf_32,
+    "rcf-512x8k": _rcf_512x8k,
+    "rcf-insert": _rcf_insert,
+    "rcf-512x8k-insert": _rcf_512x8k_insert,
+    "iforest-insert": _iforest_insert,
+    "iforest-512x8k-insert": _iforest_512x8k_insert,
     "pyod-iforest": _pyod_iforest,
     "hst": _hst,
     "hst-25x15": _hst_25x15,

@@ -17,12 +17,13 @@ from detectors.features.extractor import DAY, normalised_title, subnet24
 # testing, fake listing rings and review bombing are all created minutes before they act.
 NEW_ACCOUNT_AGE_S: Final = DAY
 NEW_ACCOUNT: Final = "cohort:new_account"
-# The acting account itself, when established. An account taken over acts alone (one
-# victim, one attacker's device), so its pattern is a burst of one user's odd events, which
-# the finder allows for this kind only (``PatternConfig.single_user_kinds``); it is never
-# paired, being already as specific as a key can be. A new account's burst is left to the
-# cohort's patterns: throwaway accounts work in crowds (card testing, review bombing),
-# whose patterns already hold each account's events, and one incident should say so.
+# The acting account itself. An account taken over acts alone (one victim, one attacker's
+# device), so its pattern is a burst of one user's odd events, which the finder allows for
+# this kind only (``PatternConfig.single_user_kinds``) and only after a new device or
+# country (a throwaway account has no earlier device to differ from); it is never paired,
+# being already as specific as a key can be. Not only for established accounts: the age is
+# counted from the account's first event *seen*, so a victim first seen an hour before
+# the takeover would look new.
 USER: Final = "user"
 
 DEVICE_CARD: Final = "device-card"
@@ -45,18 +46,18 @@ def attributes(event: Mapping[str, Any], account_age_s: float | None = None) -> 
     ...     "payload": {"title": "Silver  ring", "category": "jewelry", "price": 9.0},
     ... }
     >>> attributes(listing, account_age_s=60.0)  # doctest: +NORMALIZE_WHITESPACE
-    ('device:d-1', 'ip24:10.0.0', 'shop:s-1', 'title:ring silver', 'category:jewelry',
-     'cohort:new_account', 'country:US')
-    >>> attributes(listing, account_age_s=86400.0)[:2]  # an established account: itself too
-    ('user:u-1', 'device:d-1')
+    ('user:u-1', 'device:d-1', 'ip24:10.0.0', 'shop:s-1', 'title:ring silver',
+     'category:jewelry', 'cohort:new_account', 'country:US')
     """
     context: Mapping[str, Any] = event["context"]
     entities: Mapping[str, Any] = event["entities"]
     payload: Mapping[str, Any] = event["payload"]
     event_type: str = event["event_type"]
-    is_new = account_age_s is not None and account_age_s < NEW_ACCOUNT_AGE_S
-    found = [] if is_new else [f"{USER}:{entities['user_id']}"]
-    found += [f"device:{context['device_id']}", f"ip24:{subnet24(context['ip'])}"]
+    found = [
+        f"{USER}:{entities['user_id']}",
+        f"device:{context['device_id']}",
+        f"ip24:{subnet24(context['ip'])}",
+    ]
     if event_type == "payment.attempted":
         found.append(f"card_bin:{payload['card_bin']}")
     # Every event that names a shop: the listing's shop, the shop ordered from, the shop
@@ -67,7 +68,7 @@ def attributes(event: Mapping[str, Any], account_age_s: float | None = None) -> 
     if event_type == "listing.created":
         found.append(f"title:{normalised_title(payload['title'])}")
         found.append(f"category:{payload['category']}")
-    if is_new:
+    if account_age_s is not None and account_age_s < NEW_ACCOUNT_AGE_S:
         found.append(NEW_ACCOUNT)
     found.append(f"country:{context['country']}")
     return tuple(dict.fromkeys(found))

@@ -15,10 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from detectors.features.state import DecayingCounts, DistinctSets, FirstSeen, RunningMeans
+from detectors.features.state import (
+    DecayingCounts,
+    DistinctSets,
+    FirstSeen,
+    RecentlyNew,
+    RunningMeans,
+)
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+# How long a device (country) new to an account keeps counting as new: a session, so that
+# every event of a takeover's session says so, not only its first.
+NEW_FOR_S = HOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,7 @@ class FeatureExtractor:
         self.ip_users = DistinctSets(max_keys)
         self.user_devices = DistinctSets(max_keys)
         self.user_countries = DistinctSets(max_keys)
+        self._init_newcomers(max_keys)
         self.ip_signups = velocity(HOUR, max_keys)
         self.device_signups = velocity(HOUR, max_keys)
         self.user_failed_logins = velocity(HOUR, max_keys)
@@ -143,6 +153,15 @@ class FeatureExtractor:
         self.shop_reviews = velocity(HOUR, max_keys)
         self.shop_low_reviews = velocity(HOUR, max_keys)
 
+    def _init_newcomers(self, max_keys: int) -> None:
+        self.user_new_device = RecentlyNew(NEW_FOR_S, max_keys)
+        self.user_new_country = RecentlyNew(NEW_FOR_S, max_keys)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "user_new_device" not in state:  # a checkpoint from before session newness
+            self._init_newcomers(self.user_devices._table.max_keys)
+
     def extract(self, event: Mapping[str, Any]) -> dict[str, float]:
         """Raw (unsquashed) features of ``event``; updates the state with it."""
         event_type: str = event["event_type"]
@@ -154,9 +173,15 @@ class FeatureExtractor:
         device: str = context["device_id"]
         ip: str = context["ip"]
 
-        # New for a user who had devices (countries) before.
-        new_device = self.user_devices.add_to_known(user, device)
-        new_country = self.user_countries.add_to_known(user, context["country"])
+        # New for a user who had devices (countries) before, within NEW_FOR_S of the first
+        # event from it.
+        new_device = self.user_new_device.check(
+            user, device, t, self.user_devices.add_to_known(user, device)
+        )
+        country = context["country"]
+        new_country = self.user_new_country.check(
+            user, country, t, self.user_countries.add_to_known(user, country)
+        )
         features: dict[str, float] = {
             "user_age_h": self.user_first_seen.age(user, t) / HOUR,
             "user_events_1h": self.user_events.add(user, t),

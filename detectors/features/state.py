@@ -331,6 +331,31 @@ class RunningMeans:
         return current
 
 
+class RecentlyNew:
+    """Per key, the latest value that was new to it and when: a value stays new for
+    ``span_s`` of event time (a device new to an account, for a session).
+
+    >>> r = RecentlyNew(span_s=3600.0, max_keys=10)
+    >>> r.check("u-1", "d-new", 0.0, True), r.check("u-1", "d-new", 1800.0, False)
+    (True, True)
+    >>> r.check("u-1", "d-old", 1900.0, False), r.check("u-1", "d-new", 3600.0, False)
+    (False, False)
+    """
+
+    def __init__(self, span_s: float, max_keys: int) -> None:
+        self.span_s = span_s
+        self._table: BoundedTable[Hashable, tuple[Hashable, float]] = BoundedTable(max_keys)
+
+    def check(self, key: Hashable, value: Hashable, t: float, is_new: bool) -> bool:
+        """Whether ``value`` is new to ``key`` at ``t``: just now (``is_new``, which is
+        remembered) or within ``span_s`` after it was."""
+        if is_new:
+            self._table.put(key, (value, t))
+            return True
+        entry = self._table.get(key)
+        return entry is not None and entry[0] == value and t - entry[1] < self.span_s
+
+
 class FirstSeen:
     """Event time at which each key was first seen."""
 

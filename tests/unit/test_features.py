@@ -78,3 +78,31 @@ def test_squash_maps_into_unit_interval():
     assert 0.0 <= spec.squash(1e12) < 1.0
     assert spec.squash(-5.0) == 0.0
     assert FeatureSpec("flag", None).squash(3.0) == 1.0
+
+
+def test_a_new_device_or_country_stays_new_for_the_session_hour():
+    fx = FeatureExtractor()
+    fx.extract(make_event("account.login", seconds=0.0, device="d-home", country="US"))
+    flags = []
+    for seconds, device, country in [
+        (100.0, "d-thief", "RU"),  # the takeover's login
+        (1800.0, "d-thief", "RU"),  # its orders, half an hour on
+        (1900.0, "d-home", "US"),  # the owner, meanwhile, from home
+        (3500.0, "d-thief", "RU"),  # still within the hour
+        (3800.0, "d-thief", "RU"),  # an hour after the first: known by now
+    ]:
+        event = make_event("order.placed", seconds=seconds, device=device, country=country)
+        features = fx.extract(event)
+        flags.append((features["new_device"], features["new_country"]))
+    assert flags == [(1.0, 1.0), (1.0, 1.0), (0.0, 0.0), (1.0, 1.0), (0.0, 0.0)]
+
+
+def test_a_checkpoint_from_before_session_newness_restores():
+    fx = FeatureExtractor()
+    fx.extract(make_event("account.login", seconds=0.0, device="d-home"))
+    state = dict(vars(fx))
+    del state["user_new_device"], state["user_new_country"]
+    old = FeatureExtractor.__new__(FeatureExtractor)
+    old.__setstate__(state)
+    features = old.extract(make_event("account.login", seconds=60.0, device="d-new"))
+    assert features["new_device"] == 1.0

@@ -64,6 +64,7 @@ def synthetic_events(entities: int, seed: int = 0) -> Iterator[dict[str, Any]]:
                 "title": f"item {j % 5000} {_CATEGORIES[i % len(_CATEGORIES)]}",
                 "category": _CATEGORIES[i % len(_CATEGORIES)],
                 "price": 5.0 + (j % 997),
+                "quantity": 1 + j % 20,
                 "amount": 3.0 + (j % 499),
                 "card_fingerprint": f"card-{i // 3:08d}",
                 "outcome": "approved" if j % 9 else "declined",

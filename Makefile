@@ -49,7 +49,7 @@ deploy-check: setup
 	$(BIN)/python deploy/k8s/check.py --kubectl $(KUBECTL) --kubernetes-version $(K8S_VERSION)
 
 # The declared benchmark settings: service default HST, the quality HST, forests, ensemble.
-QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,ensemble:iforest+hst-50x9-paper
+QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,iforest-insert,rcf-512x8k-insert,ensemble:iforest+hst-50x9-paper
 
 # Figures and ratios against baselines measured in the same run (river, pyod).
 bench: setup

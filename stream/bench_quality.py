@@ -113,6 +113,11 @@ def _rcf_insert(names: tuple[str, ...], seed: int) -> Detector:
     return IsolationForestASD(names, split_rule="range", scoring="insertion", seed=seed)
 
 
+def _rcf_32_insert(names: tuple[str, ...], seed: int) -> Detector:
+    # The published RRCF shape (32 trees of 256 rows) with insertion scoring.
+    return IsolationForestASD(names, n_trees=32, split_rule="range", scoring="insertion", seed=seed)
+
+
 def _rcf_512x8k_insert(names: tuple[str, ...], seed: int) -> Detector:
     return IsolationForestASD(
         names,
@@ -197,6 +202,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     "rcf-32": _rcf_32,
     "rcf-512x8k": _rcf_512x8k,
     "rcf-insert": _rcf_insert,
+    "rcf-32-insert": _rcf_32_insert,
     "rcf-512x8k-insert": _rcf_512x8k_insert,
     "iforest-insert": _iforest_insert,
     "iforest-512x8k-insert": _iforest_512x8k_insert,

@@ -242,3 +242,19 @@ def test_insertion_detector_pickle_round_trip() -> None:
     assert restored.scoring == "insertion"
     later = rng.normal(size=(150, 2)) * 2
     np.testing.assert_array_equal(det.score_learn_many(later), restored.score_learn_many(later))
+
+
+def test_declared_quality_detectors_are_registered() -> None:
+    # make bench runs the Makefile's QUALITY_DETECTORS: each must be a bench detector.
+    from pathlib import Path
+
+    from stream.bench_quality import DETECTORS
+
+    makefile = Path(__file__).resolve().parents[2] / "Makefile"
+    line = next(
+        ln for ln in makefile.read_text().splitlines() if ln.startswith("QUALITY_DETECTORS")
+    )
+    declared = line.split("=", 1)[1].strip().split(",")
+    parts = {p for d in declared for p in d.removeprefix("ensemble:").split("+")}
+    assert {"rcf-512x8k-insert", "iforest-insert"} <= parts
+    assert parts <= set(DETECTORS)

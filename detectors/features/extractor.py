@@ -71,8 +71,6 @@ FEATURE_SPECS: dict[str, tuple[FeatureSpec, ...]] = {
         FeatureSpec("shop_listings_1h", 3.0),
         FeatureSpec("subnet_new_shops_1d", 1.0),
         FeatureSpec("same_title_1d", 1.0),
-        # Stock a seller lists at once: bait listings offer implausible quantities.
-        FeatureSpec("quantity_log", 3.0),
     ),
     "order.placed": (
         *_COMMON,
@@ -247,7 +245,6 @@ class FeatureExtractor:
         features["shop_listings_1h"] = self.shop_listings.add(shop, t)
         features["subnet_new_shops_1d"] = self.subnet_new_shops.add(subnet, t, float(shop_is_new))
         features["same_title_1d"] = self.title_counts.add(normalised_title(payload["title"]), t)
-        features["quantity_log"] = math.log1p(payload["quantity"])
 
     def _amount_features(self, features: dict[str, float], user: str, amount: float) -> None:
         # Each update returns the mean before it: the user's usual amount, else everyone's.

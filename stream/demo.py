@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--unproven",
         choices=("budget", "hold"),
-        default="budget",
-        help="phase 2: event types with too few labels alert within the budget, or not at all",
+        default="hold",
+        help="phase 2: event types whose labels do not prove the precision target raise no "
+        "event alerts (hold, the default) or alert within the budget",
     )
     parser.add_argument("--quantile", type=float, default=0.995, help="the alert budget")
     parser.add_argument("--suspicious-quantile", type=float, default=0.98, help="the pattern bar")

@@ -19,8 +19,8 @@ NEW_ACCOUNT_AGE_S: Final = DAY
 NEW_ACCOUNT: Final = "cohort:new_account"
 # The acting account itself. An account taken over acts alone (one victim, one attacker's
 # device), so its pattern is a burst of one user's odd events, which the finder allows for
-# this kind only (``PatternConfig.single_user_kinds``) and only after a new device or
-# country (a throwaway account has no earlier device to differ from); it is never paired,
+# this kind only (``PatternConfig.single_user_kinds``) and only after a new device (a
+# throwaway account has no earlier device to differ from); it is never paired,
 # being already as specific as a key can be. Not only for established accounts: the age is
 # counted from the account's first event *seen*, so a victim first seen an hour before
 # the takeover would look new.

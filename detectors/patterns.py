@@ -9,7 +9,7 @@ raises a pattern when a key's recent anomalies are
 * numerous: at least ``min_support`` anomalous events within ``window_s``, from at least
   ``min_users`` distinct users (one user's odd hour is an alert, not a pattern), except
   for a key on an account itself (``single_user_kinds``: a taken-over account acts alone)
-  once one of those events was flagged for a new device or country (``single_user_evidence``);
+  once one of those events was flagged for a new device (``single_user_evidence``);
 * over-represented: the value's recent anomaly rate is at least ``min_risk_ratio`` times
   its baseline rate;
 * unlikely by chance: a one-sided Poisson test of the recent anomalous count against the
@@ -98,9 +98,11 @@ class PatternConfig:
     # detectors/attributes.py, ``USER``).
     single_user_kinds: tuple[str, ...] = (USER,)
     # ... and then only once one of its anomalous events was explained by one of these
-    # features being high: a takeover starts on a device (or from a country) new to the
-    # account, while a customer's own shopping spree does not. Empty: no such condition.
-    single_user_evidence: tuple[str, ...] = ("new_device", "new_country")
+    # features being high: a takeover works from a device new to the account, while a
+    # customer's own shopping spree does not, nor does a trip abroad with their own phone
+    # (``new_country`` alone: it raised most false account patterns in the demo, seed 7).
+    # Empty: no such condition.
+    single_user_evidence: tuple[str, ...] = ("new_device",)
     min_risk_ratio: float = 5.0
     keep_risk_ratio: float = 3.0
     max_p_value: float = 1e-3

@@ -418,14 +418,16 @@ def test_an_account_alone_raises_a_pattern_but_a_device_alone_does_not():
     ]
 
 
-def test_an_accounts_burst_needs_a_new_device_or_country_to_be_a_pattern():
+def test_an_accounts_burst_needs_a_new_device_to_be_a_pattern():
     # A customer's own shopping spree: many odd orders, none from anywhere new.
     spree = _burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=())
     assert spree == []
     low = (("new_device", "low"),)  # the direction matters
     assert _burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=low) == []
-    country = (("new_country", "high"),)
-    assert len(_burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=country)) == 1
+    trip = (("new_country", "high"),)  # abroad with one's own phone
+    assert _burst(PatternFinder(), "user:u-1", ["u-1"] * 8, first_reasons=trip) == []
+    config = PatternConfig(single_user_evidence=("new_device", "new_country"))
+    assert len(_burst(PatternFinder(config), "user:u-1", ["u-1"] * 8, first_reasons=trip)) == 1
     # Without the condition, the spree is a pattern.
     config = PatternConfig(single_user_evidence=())
     assert len(_burst(PatternFinder(config), "user:u-1", ["u-1"] * 8, first_reasons=())) == 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -141,18 +141,25 @@ class FlatForest:
         """The numpy path of ``path_lengths``: every row of a chunk through every tree,
         one tree level per step."""
         out = np.empty(len(rows), dtype=np.float64)
-        roots = np.arange(self.n_trees, dtype=np.int32) * np.int32(self.max_nodes)
-        n_features = rows.shape[1]
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            flat = chunk.ravel()
-            base = (np.arange(len(chunk), dtype=np.int32) * np.int32(n_features))[:, None]
-            node = np.broadcast_to(roots, (len(chunk), self.n_trees))
+        for start, chunk, flat, base, node in self._chunks(rows):
             for _ in range(self.height_limit):
                 right = flat[base + self.feature[node]] > self.threshold[node]
                 node = self.children[2 * node + right]
             out[start : start + len(chunk)] = self.path_length[node].sum(axis=1) / self.n_trees
         return out
+
+    def _chunks(
+        self, rows: FloatArray
+    ) -> Iterator[tuple[int, FloatArray, FloatArray, IntArray, IntArray]]:
+        """The numpy paths' steps: per chunk of rows, its start, the rows, the rows
+        flattened, each row's offset into them, and every (row, tree) at its root."""
+        roots = np.arange(self.n_trees, dtype=np.int32) * np.int32(self.max_nodes)
+        n_features = rows.shape[1]
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            base = (np.arange(len(chunk), dtype=np.int32) * np.int32(n_features))[:, None]
+            node = np.broadcast_to(roots, (len(chunk), self.n_trees))
+            yield start, chunk, chunk.ravel(), base, node
 
     def insertion_depths(self, rows: FloatArray, *, use_numba: bool | None = None) -> FloatArray:
         """Mean over the trees of the expected depth at which each row would end up if
@@ -181,13 +188,7 @@ class FlatForest:
         assert self.box_high is not None
         assert self.box_spread is not None
         out = np.empty(len(rows), dtype=np.float64)
-        roots = np.arange(self.n_trees, dtype=np.int32) * np.int32(self.max_nodes)
-        n_features = rows.shape[1]
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            flat = chunk.ravel()
-            base = (np.arange(len(chunk), dtype=np.int32) * np.int32(n_features))[:, None]
-            node = np.broadcast_to(roots, (len(chunk), self.n_trees))
+        for start, chunk, flat, base, node in self._chunks(rows):
             reach = np.ones(node.shape)
             depth_sum = np.zeros(node.shape)
             x = chunk[:, None, :]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -46,11 +46,32 @@ class StateTopicSettings(Protocol):
 
 
 def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
-    """Create the state topic (compacted, as many partitions as the input) and the
+    """Check the alerts and dead-letter topics exist (they are the operator's, with their
+    own retention: a missing one is a configuration error, not something to create with
+    broker defaults; without this check the first transaction waits for it for ever),
+    create the state topic (compacted, as many partitions as the input) and the
     observations topic if missing, and check the state topic has enough partitions.
     Returns the input's partition count."""
+    require_topics(
+        settings,
+        {"alerts_topic": settings.alerts_topic, "dlq_topic": settings.dlq_topic},
+        timeout_s=timeout_s,
+    )
     also = [settings.observations_topic] if settings.observations else []
     return ensure_state_topic(settings, settings.input_topic, also=also, timeout_s=timeout_s)
+
+
+def require_topics(
+    settings: StateTopicSettings, topics: Mapping[str, str], *, timeout_s: float = 30.0
+) -> None:
+    """Raise ``ConfigError`` naming the setting of the first of ``topics`` (setting ->
+    topic) that does not exist."""
+    metadata = AdminClient(settings.kafka_common()).list_topics(timeout=timeout_s)
+    for setting, name in topics.items():
+        found = metadata.topics.get(name)
+        if found is None or found.error is not None or not found.partitions:
+            bootstrap = settings.kafka_common().get("bootstrap.servers")
+            raise ConfigError(f"setting '{setting}': topic {name!r} does not exist on {bootstrap}")
 
 
 def ensure_state_topic(

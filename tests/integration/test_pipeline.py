@@ -112,3 +112,20 @@ def test_sigkill_between_alerts_and_commit_loses_no_alert(kafka_bootstrap, uniqu
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == end_offsets(
         kafka_bootstrap, topics["input"]
     )
+
+
+@pytest.mark.parametrize("missing", ["alerts", "dlq"])
+def test_a_missing_output_topic_fails_at_start_naming_its_setting(
+    kafka_bootstrap, unique_name, missing
+):
+    topics, partitions = _topics(unique_name, 1)
+    del partitions[topics[missing]]
+    create_topics(kafka_bootstrap, partitions)
+    produce_to_kafka(
+        iter(list(generate(TrafficConfig(events=50, seed=1)))), kafka_bootstrap, topics["input"]
+    )
+    run = run_service(kafka_bootstrap, topics, unique_name("group"), idle_s=2.0)
+    assert run.returncode != 0
+    setting = {"alerts": "alerts_topic", "dlq": "dlq_topic"}[missing]
+    assert f"setting '{setting}'" in run.stderr + "".join(map(str, run.logs))
+    assert topics[missing] in run.stderr + "".join(map(str, run.logs))

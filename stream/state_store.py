@@ -52,26 +52,14 @@ def ensure_topics(settings: ServiceSettings, timeout_s: float = 30.0) -> int:
     create the state topic (compacted, as many partitions as the input) and the
     observations topic if missing, and check the state topic has enough partitions.
     Returns the input's partition count."""
-    require_topics(
+    also = [settings.observations_topic] if settings.observations else []
+    return ensure_state_topic(
         settings,
-        {"alerts_topic": settings.alerts_topic, "dlq_topic": settings.dlq_topic},
+        settings.input_topic,
+        also=also,
+        required={"alerts_topic": settings.alerts_topic, "dlq_topic": settings.dlq_topic},
         timeout_s=timeout_s,
     )
-    also = [settings.observations_topic] if settings.observations else []
-    return ensure_state_topic(settings, settings.input_topic, also=also, timeout_s=timeout_s)
-
-
-def require_topics(
-    settings: StateTopicSettings, topics: Mapping[str, str], *, timeout_s: float = 30.0
-) -> None:
-    """Raise ``ConfigError`` naming the setting of the first of ``topics`` (setting ->
-    topic) that does not exist."""
-    metadata = AdminClient(settings.kafka_common()).list_topics(timeout=timeout_s)
-    for setting, name in topics.items():
-        found = metadata.topics.get(name)
-        if found is None or found.error is not None or not found.partitions:
-            bootstrap = settings.kafka_common().get("bootstrap.servers")
-            raise ConfigError(f"setting '{setting}': topic {name!r} does not exist on {bootstrap}")
 
 
 def ensure_state_topic(
@@ -80,21 +68,22 @@ def ensure_state_topic(
     *,
     input_setting: str = "input_topic",
     also: Sequence[str] = (),
+    required: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> int:
     """Create the state topic of ``input_topic`` (compacted, as many partitions as the
     input) and the plain topics ``also`` if missing; check the state topic has enough
-    partitions. Returns the input's partition count; ``input_setting`` names the input in
-    errors."""
+    partitions. ``input_topic`` and the topics of ``required`` (setting -> topic) must
+    exist: a missing one is a ``ConfigError`` naming its setting (``input_setting`` for
+    the input). Returns the input's partition count."""
     admin = AdminClient(settings.kafka_common())
     metadata = admin.list_topics(timeout=timeout_s)
-    source = metadata.topics.get(input_topic)
-    if source is None or source.error is not None or not source.partitions:
-        bootstrap = settings.kafka_common().get("bootstrap.servers")
-        raise ConfigError(
-            f"setting '{input_setting}': topic {input_topic!r} does not exist on {bootstrap}"
-        )
-    wanted = len(source.partitions)
+    bootstrap = settings.kafka_common().get("bootstrap.servers")
+    for setting, name in {input_setting: input_topic, **(required or {})}.items():
+        found = metadata.topics.get(name)
+        if found is None or found.error is not None or not found.partitions:
+            raise ConfigError(f"setting '{setting}': topic {name!r} does not exist on {bootstrap}")
+    wanted = len(metadata.topics[input_topic].partitions)
     state = metadata.topics.get(settings.state_topic_name)
     if state is not None and state.error is None and len(state.partitions) < wanted:
         raise ConfigError(

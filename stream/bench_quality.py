@@ -88,56 +88,35 @@ def _iforest_512x8k(names: tuple[str, ...], seed: int) -> Detector:
     return IsolationForestASD(names, max_samples=512, window_size=8192, seed=seed)
 
 
-def _rcf(names: tuple[str, ...], seed: int) -> Detector:
-    # The default forest (100 trees, 256 samples, window 2048) with RRCF's random cut:
-    # split features drawn in proportion to their range in the node (Guha et al. 2016),
-    # scored by path length as the isolation forest is.
-    return IsolationForestASD(names, split_rule="range", seed=seed)
+def _forest(**shape: Any) -> DetectorFactory:
+    """A factory of ``IsolationForestASD`` with ``shape`` (trees, samples, window, split
+    rule, scoring) and the bench's seed."""
+
+    def make(names: tuple[str, ...], seed: int) -> Detector:
+        return IsolationForestASD(names, seed=seed, **shape)
+
+    return make
 
 
-def _rcf_32(names: tuple[str, ...], seed: int) -> Detector:
-    # The published RRCF shape: 32 trees of 256 rows (window 2048 as IForestASD's).
-    return IsolationForestASD(names, n_trees=32, split_rule="range", seed=seed)
-
-
-def _rcf_512x8k(names: tuple[str, ...], seed: int) -> Detector:
-    # iforest-512x8k's shape with the random cut.
-    return IsolationForestASD(
-        names, max_samples=512, window_size=8192, split_rule="range", seed=seed
-    )
-
-
-def _rcf_insert(names: tuple[str, ...], seed: int) -> Detector:
-    # rcf scored by the expected depth of RRCF's insertion (how far outside each node's box
-    # a row lies counts), not by plain path length.
-    return IsolationForestASD(names, split_rule="range", scoring="insertion", seed=seed)
-
-
-def _rcf_32_insert(names: tuple[str, ...], seed: int) -> Detector:
-    # The published RRCF shape (32 trees of 256 rows) with insertion scoring.
-    return IsolationForestASD(names, n_trees=32, split_rule="range", scoring="insertion", seed=seed)
-
-
-def _rcf_512x8k_insert(names: tuple[str, ...], seed: int) -> Detector:
-    return IsolationForestASD(
-        names,
-        max_samples=512,
-        window_size=8192,
-        split_rule="range",
-        scoring="insertion",
-        seed=seed,
-    )
-
-
-def _iforest_insert(names: tuple[str, ...], seed: int) -> Detector:
-    # Uniform splits scored by insertion depth: which of the two changes does the work.
-    return IsolationForestASD(names, scoring="insertion", seed=seed)
-
-
-def _iforest_512x8k_insert(names: tuple[str, ...], seed: int) -> Detector:
-    return IsolationForestASD(
-        names, max_samples=512, window_size=8192, scoring="insertion", seed=seed
-    )
+# RRCF's random cut (Guha et al. 2016): split features drawn in proportion to their range
+# in the node; "insertion" scores by the expected depth of RRCF's insertion (how far
+# outside each node's box a row lies counts), not by plain path length. Shapes: the
+# default forest (100 trees of 256 rows, window 2048), the published RRCF shape (32
+# trees), and iforest-512x8k's. iforest-insert: uniform splits scored by insertion depth,
+# to tell which of the two changes does the work.
+_RCF = {"split_rule": "range"}
+_INSERT = {"scoring": "insertion"}
+_512X8K = {"max_samples": 512, "window_size": 8192}
+_RCF_FACTORIES: dict[str, DetectorFactory] = {
+    "rcf": _forest(**_RCF),
+    "rcf-32": _forest(n_trees=32, **_RCF),
+    "rcf-512x8k": _forest(**_512X8K, **_RCF),
+    "rcf-insert": _forest(**_RCF, **_INSERT),
+    "rcf-32-insert": _forest(n_trees=32, **_RCF, **_INSERT),
+    "rcf-512x8k-insert": _forest(**_512X8K, **_RCF, **_INSERT),
+    "iforest-insert": _forest(**_INSERT),
+    "iforest-512x8k-insert": _forest(**_512X8K, **_INSERT),
+}
 
 
 def _pyod_iforest(names: tuple[str, ...], seed: int) -> Detector:
@@ -198,14 +177,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     "iforest-large": _iforest_large,
     "iforest-xl": _iforest_xl,
     "iforest-512x8k": _iforest_512x8k,
-    "rcf": _rcf,
-    "rcf-32": _rcf_32,
-    "rcf-512x8k": _rcf_512x8k,
-    "rcf-insert": _rcf_insert,
-    "rcf-32-insert": _rcf_32_insert,
-    "rcf-512x8k-insert": _rcf_512x8k_insert,
-    "iforest-insert": _iforest_insert,
-    "iforest-512x8k-insert": _iforest_512x8k_insert,
+    **_RCF_FACTORIES,
     "pyod-iforest": _pyod_iforest,
     "hst": _hst,
     "hst-25x15": _hst_25x15,

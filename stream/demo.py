@@ -176,7 +176,13 @@ def run_demo(args: argparse.Namespace, bootstrap: str) -> DemoOutcome:
         topics,
         PhasedTraffic(config, bootstrap, topics.input),
         (
-            pattern_stage(bootstrap, topics, patterns_log, base_rate=1 - args.suspicious_quantile),
+            pattern_stage(
+                bootstrap,
+                topics,
+                patterns_log,
+                # The share the scorer flags: every alert is suspicious too.
+                base_rate=1 - min(args.quantile, args.suspicious_quantile),
+            ),
             incident_stage(bootstrap, topics, incidents_log),
         ),
         {

@@ -392,7 +392,7 @@ class PatternFinder:
             return updates
         first_seen = min(h.t for h in recent)
         pattern = _Pattern(
-            pattern_id=pattern_id(key, first_seen, c.window_s),
+            pattern_id=self._pattern_id(key, first_seen),
             evidence=evidence,
             first_seen=first_seen,
             last_seen=first_seen,
@@ -429,6 +429,9 @@ class PatternFinder:
                 updates.append(self._resolve(key, track, pattern, pattern.last_seen + quiet_s))
         updates.sort(key=lambda u: (u.at, u.pattern_id))
         return updates
+
+    def _pattern_id(self, key: Key, first_seen: float) -> str:
+        return pattern_id(key, first_seen, self.config.window_s)
 
     # -- counting -----------------------------------------------------------------------------
 

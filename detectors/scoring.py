@@ -25,10 +25,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from detectors.arrivals import DEFAULT_KINDS as DEFAULT_ARRIVAL_KINDS
+from detectors.arrivals import ArrivalTracker, resource_values
 from detectors.explain import DeviationExplainer, Reason
 from detectors.explain_forest import isolation_reasons
 from detectors.explain_hst import PathExplainer
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
+from detectors.features.extractor import event_time_s
 from detectors.hst import HalfSpaceTrees
 from detectors.iforest import FlatForest, IsolationForestASD
 from detectors.protect import Protected, score_learn_except
@@ -66,6 +69,9 @@ class ScoringConfig:
     # Cold start by cohort: events of accounts younger than this are scored by a model of
     # their own cohort (per event type), not against established accounts. None: off.
     cohort_age_h: float | None = None
+    # Kinds of attribute values whose arriving users are tracked for the arrival-burst
+    # patterns (detectors/arrivals.py); empty: none.
+    arrival_kinds: tuple[str, ...] = DEFAULT_ARRIVAL_KINDS
 
     def __post_init__(self) -> None:
         bar = self.suspicious_quantile
@@ -86,6 +92,8 @@ class Scored:
     reasons: tuple[Reason, ...]
     # An alert, or above the looser pattern bar (``ScoringConfig.suspicious_quantile``).
     is_suspicious: bool = False
+    # The device, /24, title... values the acting user arrives at (detectors/arrivals.py).
+    arrivals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,7 @@ class _TypeModel:
         rows: FloatArray,
         scores: list[float],
         top: int,
+        arrivals: Sequence[tuple[str, ...]],
     ) -> list[Scored]:
         """Threshold, explanation and the explainer's learning for scored events in order.
 
@@ -254,6 +263,7 @@ class _TypeModel:
                     features=raws[k],
                     reasons=reasons,
                     is_suspicious=is_suspicious,
+                    arrivals=arrivals[k],
                 )
             )
         self.explainer.learn_many(values[learned:])
@@ -317,7 +327,14 @@ class EventScorer:
         self.config = config or ScoringConfig()
         self._factory = factory or EngineFactory(self.config)
         self.features = FeatureExtractor(self.config.max_keys)
+        self.arrivals = ArrivalTracker(self.config.arrival_kinds, max_keys=self.config.max_keys)
         self._models: dict[str, _TypeModel] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "arrivals" not in state:  # a checkpoint from before arrival tracking
+            kinds = getattr(self.config, "arrival_kinds", DEFAULT_ARRIVAL_KINDS)
+            self.arrivals = ArrivalTracker(kinds, max_keys=self.config.max_keys)
 
     def _model(self, key: str) -> _TypeModel:
         """The model of ``key``: an event type, or an event type and cohort."""
@@ -356,6 +373,8 @@ class EventScorer:
         raws_by_type: dict[str, list[dict[str, float]]] = {}
         values_by_type: dict[str, list[tuple[float, ...]]] = {}
         index_by_type: dict[str, list[int]] = {}
+        arrivals_of: list[tuple[str, ...]] = [()] * len(events)
+        track = self.arrivals.arrivals if self.arrivals.kinds else None
         extract = self.features.extract
         getters: dict[str, Callable[[Mapping[str, float]], tuple[float, ...]]] = {}
         for i, event in enumerate(events):
@@ -366,6 +385,12 @@ class EventScorer:
                 if getter is None:
                     getter = getters[event_type] = self._model(event_type).values
                 values = getter(features)
+                if track is not None:
+                    arrivals_of[i] = track(
+                        event["entities"]["user_id"],
+                        resource_values(event),
+                        event_time_s(event["occurred_at"]),
+                    )
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
@@ -400,6 +425,7 @@ class EventScorer:
                     array[start:stop],
                     np.asarray(scores, dtype=np.float64).tolist(),
                     top,
+                    [arrivals_of[i] for i in indices[start:stop]],
                 )
                 for i, scored in zip(indices[start:stop], judged, strict=True):
                     results[i] = scored

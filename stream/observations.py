@@ -20,7 +20,11 @@ Record value (orjson), ``v`` = 1:
   ``type`` (event type), ``user``, ``score``, ``reasons`` (``[[feature, direction], ...]``,
   most important first), ``src`` (``[topic, partition, offset]`` of the event), ``alert``
   (whether it was also over the alert budget; informational, the finder ignores it);
-* normal event (``a`` false): ``t`` and ``w``, the number of events it stands for.
+* normal event (``a`` false): ``t`` and ``w``, the number of events it stands for;
+* arrival (``n`` true, no ``a``): the acting user uses the key's value (a device, a /24)
+  for the first time in a day (``Scored.arrivals``, detectors/arrivals.py): ``t``, ``id``,
+  ``type``, ``user``, ``src``. One per (user, value) and day, never sampled: the arrival
+  finder counts distinct users. Keyed by the value alone (never a pair).
 
 Volume. An event has 3 to 7 attributes and, for a new account, as many pairs with the
 new-account cohort, so one record per key and event would multiply the input by about 5
@@ -47,9 +51,10 @@ from typing import Any, Final
 
 import orjson
 
+from detectors.arrivals import ARRIVAL_REASON
 from detectors.attributes import attributes
 from detectors.features.extractor import HOUR, event_time_s
-from detectors.patterns import Key, Observation, PatternConfig, pattern_keys
+from detectors.patterns import Key, Observation, PatternConfig, Source, pattern_keys
 from detectors.scoring import Scored
 from stream.alerts import SourceCoordinates
 
@@ -108,10 +113,11 @@ def observation_records(
     if not 0.0 < normal_rate <= 1.0:
         raise ValueError(f"normal_rate must be within (0, 1], got {normal_rate}")
     event_id: str = event["event_id"]
+    records = _arrival_records(event, scored, source) if scored.arrivals else []
     # Anomalous to the pattern stage: an alert or, below that, a suspicious score.
     flagged = scored.is_anomaly or scored.is_suspicious
     if not flagged and not sampled(event_id, normal_rate):
-        return []
+        return records
     t = event_time_s(event["occurred_at"])
     body: dict[str, Any] = {"v": OBSERVATION_VERSION, "t": t}
     if flagged:
@@ -129,7 +135,24 @@ def observation_records(
         body.update(a=False, w=1.0 / normal_rate)
     value = orjson.dumps(body)
     keys = pattern_keys(event_attributes(event, scored), config.pair_kinds, config.max_attributes)
-    return [(routing_key(key), value) for key in keys]
+    return [(routing_key(key), value) for key in keys] + records
+
+
+def _arrival_records(
+    event: Mapping[str, Any], scored: Scored, source: SourceCoordinates
+) -> list[tuple[bytes, bytes]]:
+    value = orjson.dumps(
+        {
+            "v": OBSERVATION_VERSION,
+            "t": event_time_s(event["occurred_at"]),
+            "n": True,
+            "id": event["event_id"],
+            "type": scored.event_type,
+            "user": event["entities"]["user_id"],
+            "src": [source.topic, source.partition, source.offset],
+        }
+    )
+    return [(routing_key((arrival,)), value) for arrival in scored.arrivals]
 
 
 # -- stage 2: reading them back -------------------------------------------------------------
@@ -142,6 +165,8 @@ class Decoded:
     key: Key
     observation: Observation
     event_type: str | None
+    # An arrival (for the arrival finder), not an event count (for the pattern finder).
+    arrival: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +221,8 @@ def _decoded(members: Key, body: dict[str, Any]) -> Decoded:
     if body.get("v") != OBSERVATION_VERSION:
         raise _InvalidObservationError(f"v must be {OBSERVATION_VERSION}, got {body.get('v')!r}")
     t = _number(body, "t")
+    if "n" in body:
+        return _arrival(members, body, t)
     anomalous = body.get("a")
     if anomalous is False:
         weight = _number(body, "w")
@@ -208,6 +235,7 @@ def _decoded(members: Key, body: dict[str, Any]) -> Decoded:
     event_id = _text(body, "id")
     event_type = _text(body, "type")
     user = _text(body, "user")
+    source = _source(body)
     score = _number(body, "score")
     reasons = body.get("reasons")
     if not isinstance(reasons, list) or len(reasons) > MAX_REASONS:
@@ -223,6 +251,23 @@ def _decoded(members: Key, body: dict[str, Any]) -> Decoded:
         ):
             raise _InvalidObservationError("reasons must hold [feature, high|low] pairs")
         pairs.append((reason[0], reason[1]))
+    obs = Observation(t, event_id, user, True, (), source, score=score, reasons=tuple(pairs))
+    return Decoded(members, obs, event_type)
+
+
+def _arrival(members: Key, body: dict[str, Any], t: float) -> Decoded:
+    if body["n"] is not True or "a" in body:
+        raise _InvalidObservationError("n must be true, and an arrival has no a")
+    if len(members) != 1:
+        raise _InvalidObservationError("an arrival's record key is one attribute")
+    event_id = _text(body, "id")
+    event_type = _text(body, "type")
+    user = _text(body, "user")
+    obs = Observation(t, event_id, user, True, (), _source(body), reasons=(ARRIVAL_REASON,))
+    return Decoded(members, obs, event_type, arrival=True)
+
+
+def _source(body: Mapping[str, Any]) -> Source:
     src = body.get("src")
     if not (
         isinstance(src, list)
@@ -233,10 +278,7 @@ def _decoded(members: Key, body: dict[str, Any]) -> Decoded:
         and _count(src[2])
     ):
         raise _InvalidObservationError("src must be [topic, partition >= 0, offset >= 0]")
-    obs = Observation(
-        t, event_id, user, True, (), (src[0], src[1], src[2]), score=score, reasons=tuple(pairs)
-    )
-    return Decoded(members, obs, event_type)
+    return (src[0], src[1], src[2])
 
 
 def _number(body: Mapping[str, Any], name: str) -> float:

@@ -58,6 +58,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from detectors.arrivals import ArrivalConfig, ArrivalFinder
 from detectors.attributes import attribute_kind
 from detectors.incidents import BottomK
 from detectors.patterns import Key, PatternConfig, PatternFinder, PatternUpdate
@@ -311,9 +312,12 @@ def pattern_alert(
     source: tuple[str, int, int],
     config: PatternConfig,
     samples: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    rate: str = "anomaly_rate",
 ) -> dict[str, Any]:
     """The alert record (alert.v1.json, kind ``pattern``) of one lifecycle step;
-    ``samples``: bottom-k samples of its member event ids and user ids (for incidents)."""
+    ``samples``: bottom-k samples of its member event ids and user ids (for incidents);
+    ``rate``: what the evidence is a rate of (``anomaly_rate``: the share of the members'
+    events that are anomalous; ``arrival_rate``: users arriving at them per hour)."""
     topic, partition, offset = source
     recent_rate = update.risk_ratio * update.baseline_rate
     return {
@@ -327,11 +331,11 @@ def pattern_alert(
         "score": _finite(update.risk_ratio),
         "threshold": config.min_risk_ratio,
         "occurred_at": timestamp(update.last_seen),
-        # What is anomalous about the pattern: its members' anomaly rate against their
-        # baseline; what is anomalous about its events is in pattern.top_features.
+        # What is anomalous about the pattern: its members' anomaly (arrival) rate against
+        # their baseline; what is anomalous about its events is in pattern.top_features.
         "explanation": [
             {
-                "feature": "anomaly_rate",
+                "feature": rate,
                 "value": _finite(recent_rate),
                 "baseline": _finite(update.baseline_rate),
                 "direction": "high",
@@ -389,6 +393,7 @@ class _Open:
     events: BottomK
     users: BottomK
     sequence: int = 0
+    arrival: bool = False  # an arrival finder's pattern
 
 
 class PartitionPatterns:
@@ -404,7 +409,13 @@ class PartitionPatterns:
     what a partition's snapshot holds).
     """
 
-    def __init__(self, config: PatternConfig, lateness_s: float, sample_size: int = 16) -> None:
+    def __init__(
+        self,
+        config: PatternConfig,
+        lateness_s: float,
+        sample_size: int = 16,
+        arrival_config: ArrivalConfig | None = None,
+    ) -> None:
         self.config = config
         self.lateness_s = lateness_s
         self.sample_size = sample_size
@@ -412,24 +423,40 @@ class PartitionPatterns:
         self.watermark = -math.inf
         self._open: dict[str, _Open] = {}
         self._of_key: dict[Key, str] = {}  # key of an open pattern -> its pattern id
+        self._init_arrivals(arrival_config)
+
+    def _init_arrivals(self, config: ArrivalConfig | None) -> None:
+        self.arrivals = ArrivalFinder(config)
+        self._of_arrival_key: dict[Key, str] = {}  # the same, of the arrival finder
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "arrivals" not in state:  # a snapshot from before arrival patterns
+            self._init_arrivals(None)
 
     @property
     def open_patterns(self) -> int:
-        return self.finder.open_patterns
+        return self.finder.open_patterns + self.arrivals.open_patterns
 
     def observe(self, decoded: Decoded) -> list[dict[str, Any]]:
         """The alerts of ``decoded``: first the resolutions its event time brings (of
-        patterns quiet up to the new watermark less the lateness), then its own updates."""
+        patterns quiet up to the new watermark less the lateness), then its own updates.
+        An arrival goes to the arrival finder, any other observation to the pattern finder."""
         obs = decoded.observation
         alerts = []
         if obs.t > self.watermark:
             self.watermark = obs.t
             alerts = self.advance()
-        updates = self.finder.observe_key(decoded.key, obs)
+        finder, of_key = (
+            (self.arrivals, self._of_arrival_key)
+            if decoded.arrival
+            else (self.finder, self._of_key)
+        )
+        updates = finder.observe_key(decoded.key, obs)
         for update in updates:
             if update.status == "new":
-                self._opened(update)
-        pid = self._of_key.get(decoded.key) if obs.is_anomalous else None
+                self._opened(update, arrival=decoded.arrival)
+        pid = of_key.get(decoded.key) if obs.is_anomalous else None
         if pid is not None:
             state = self._open[pid]
             state.events.add(obs.event_id)
@@ -437,25 +464,29 @@ class PartitionPatterns:
         alerts.extend(self._alert(u, decoded) for u in updates)
         return alerts
 
-    def _opened(self, update: PatternUpdate) -> None:
+    def _opened(self, update: PatternUpdate, *, arrival: bool) -> None:
         k = self.sample_size
-        state = _Open("unknown", ("", 0, 0), BottomK(k), BottomK(k))
+        state = _Open("unknown", ("", 0, 0), BottomK(k), BottomK(k), arrival=arrival)
         for event_id in update.examples:
             state.events.add(event_id)
         self._open[update.pattern_id] = state
-        self._of_key[update.members] = update.pattern_id
+        of_key = self._of_arrival_key if arrival else self._of_key
+        of_key[update.members] = update.pattern_id
 
     def advance(self) -> list[dict[str, Any]]:
         """Resolve what has been quiet up to the watermark less the lateness (``observe``
         does it as the watermark moves; again, it finds nothing new)."""
         if not math.isfinite(self.watermark):
             return []
-        return [self._alert(u, None) for u in self.finder.advance(self.watermark - self.lateness_s)]
+        until = self.watermark - self.lateness_s
+        updates = [*self.finder.advance(until), *self.arrivals.advance(until)]
+        updates.sort(key=lambda u: (u.at, u.pattern_id))
+        return [self._alert(u, None) for u in updates]
 
     def _alert(self, update: PatternUpdate, decoded: Decoded | None) -> dict[str, Any]:
         state = self._open.get(update.pattern_id)
         if state is None:  # cannot happen: the finder reports new before anything else
-            self._opened(update)
+            self._opened(update, arrival=decoded is not None and decoded.arrival)
             state = self._open[update.pattern_id]
             topic, partition, low, _ = update.offsets[0] if update.offsets else ("-", 0, 0, 0)
             state.source = (topic, partition, low)
@@ -464,13 +495,15 @@ class PartitionPatterns:
             state.event_type = decoded.event_type
             state.source = decoded.observation.source
         state.sequence += 1
+        of_key = self._of_arrival_key if state.arrival else self._of_key
         if update.status == "resolved":
             self._open.pop(update.pattern_id, None)
-            if self._of_key.get(update.members) == update.pattern_id:
-                del self._of_key[update.members]
+            if of_key.get(update.members) == update.pattern_id:
+                del of_key[update.members]
         samples = (state.events.items(), state.users.items())
+        rate = "arrival_rate" if state.arrival else "anomaly_rate"
         return pattern_alert(
-            update, state.sequence, state.event_type, state.source, self.config, samples
+            update, state.sequence, state.event_type, state.source, self.config, samples, rate
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from detectors.arrivals import ArrivalFinder
 from detectors.patterns import PatternFinder, PatternUpdate
 from detectors.scoring import EventScorer, Scored, ScoringConfig
 from stream.alerts import SourceCoordinates
@@ -61,14 +62,21 @@ def decode_all(records: Sequence[tuple[bytes, bytes]]) -> list[Decoded]:
 
 
 def reference_updates(
-    records: Sequence[tuple[bytes, bytes]], *, resolve_all: bool = False
+    records: Sequence[tuple[bytes, bytes]], *, resolve_all: bool = False, arrivals: bool = True
 ) -> list[PatternUpdate]:
-    """One finder over every record, in order: what any routing by key must reproduce.
-    ``resolve_all``: then advance far past the end, which resolves every open pattern."""
+    """One finder over every record, in order (and one arrival finder over the arrival
+    records, unless ``arrivals`` is false: then they are left out): what any routing by
+    key must reproduce. ``resolve_all``: then advance far past the end, which resolves
+    every open pattern."""
     finder = PatternFinder()
+    arrival_finder = ArrivalFinder()
     updates: list[PatternUpdate] = []
     for decoded in decode_all(records):
-        updates += finder.observe_key(decoded.key, decoded.observation)
+        if not decoded.arrival:
+            updates += finder.observe_key(decoded.key, decoded.observation)
+        elif arrivals:
+            updates += arrival_finder.observe_key(decoded.key, decoded.observation)
     if resolve_all:
-        updates += finder.advance(math.inf)
+        resolved = [*finder.advance(math.inf), *arrival_finder.advance(math.inf)]
+        updates += sorted(resolved, key=lambda u: (u.at, u.pattern_id))
     return updates

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -130,7 +131,8 @@ def test_decoded_records_give_the_finder_what_observing_the_events_gives() -> No
     for obs in observations:
         expected += direct.observe(obs)
     assert expected, "the attacks raise patterns"
-    assert [summary(u) for u in reference_updates(records)] == [summary(u) for u in expected]
+    got = reference_updates(records, arrivals=False)
+    assert [summary(u) for u in got] == [summary(u) for u in expected]
 
 
 def test_routing_by_key_to_two_partitions_gives_the_same_patterns() -> None:
@@ -182,6 +184,51 @@ def test_bad_records_say_why(
     assert isinstance(result, BadObservation)
     assert result.reason == reason
     assert detail in result.detail
+
+
+def test_arrivals_are_sent_whatever_the_sampling_and_read_back_as_arrivals() -> None:
+    event = make_event("account.login", 4, user="u-7", ip="203.0.113.5")
+    normal = scored("account.login", anomaly=False)
+    arriving = replace(
+        normal, arrivals=("device:" + event["context"]["device_id"], "ip24:203.0.113")
+    )
+    # A normal event the sampling leaves out still sends its arrivals, one per value.
+    assert observation_records(event, normal, SOURCE, normal_rate=1e-9) == []
+    records = observation_records(event, arriving, SOURCE, normal_rate=1e-9)
+    assert [k for k, _ in records] == [a.encode() for a in arriving.arrivals]
+    for key, value in records:
+        decoded = decode_observation(key, value)
+        assert isinstance(decoded, Decoded)
+        assert decoded.arrival
+        obs = decoded.observation
+        assert (obs.event_id, obs.user, obs.is_anomalous) == (event["event_id"], "u-7", True)
+        assert obs.source == (SOURCE.topic, SOURCE.partition, SOURCE.offset)
+        assert obs.reasons == (("arriving_users", "high"),)
+        assert decoded.event_type == "account.login"
+    # An anomalous arriving event sends both its observations and its arrivals.
+    both = observation_records(event, replace(arriving, is_anomaly=True), SOURCE)
+    decoded_all = [decode_observation(k, v) for k, v in both]
+    assert sum(isinstance(d, Decoded) and d.arrival for d in decoded_all) == 2
+    assert sum(isinstance(d, Decoded) and not d.arrival for d in decoded_all) > 2
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "detail"),
+    [
+        (b"ip24:1.2.3", {"n": False}, "n must be true"),
+        (b"ip24:1.2.3", {"a": True}, "has no a"),
+        (b"cohort:new_account\x1fip24:1.2.3", {}, "one attribute"),
+        (b"ip24:1.2.3", {"user": ""}, "user must be"),
+        (b"ip24:1.2.3", {"src": ["events", 0]}, "src must be"),
+    ],
+)
+def test_bad_arrival_records_are_rejected(key: bytes, body: dict[str, object], detail: str) -> None:
+    good = {"v": 1, "t": 5.0, "n": True, "id": "e-1", "type": "account.login", "user": "u-1"}
+    good["src"] = ["events", 0, 3]
+    assert isinstance(decode_observation(b"ip24:1.2.3", orjson.dumps(good)), Decoded)
+    result = decode_observation(key, orjson.dumps({**good, **body}))
+    assert isinstance(result, BadObservation)
+    assert (result.reason, detail in result.detail) == ("schema_violation", True), result
 
 
 def test_bad_anomalous_fields_are_rejected() -> None:

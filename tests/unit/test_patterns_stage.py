@@ -103,7 +103,8 @@ def test_the_stage_raises_the_patterns_one_finder_raises_with_one_id_each() -> N
 def test_a_pattern_alert_explains_itself() -> None:
     traffic = scored_traffic(events=8000, seed=3)
     _, producer, _, _ = run_stage(list(traffic.records))
-    alert = max(alerts_of(producer), key=lambda a: a["pattern"]["events"])
+    anomalies = [a for a in alerts_of(producer) if a["explanation"][0]["feature"] == "anomaly_rate"]
+    alert = max(anomalies, key=lambda a: a["pattern"]["events"])
     pattern = alert["pattern"]
     assert alert["kind"] == "pattern"
     assert alert["detector"] == "patterns/1"
@@ -123,6 +124,46 @@ def test_a_pattern_alert_explains_itself() -> None:
         assert r["from_offset"] <= r["to_offset"]
     if "ip24" in pattern["attribute"]:
         assert alert["entity"]["type"] == "ip"
+
+
+def test_an_arrival_pattern_alert_explains_itself() -> None:
+    # Score-free evidence: many users turning up at one device or /24 at once. In this
+    # traffic every such burst is an attack's (its events name attack events).
+    traffic = scored_traffic(events=8000, seed=3)
+    _, producer, _, _ = run_stage(list(traffic.records))
+    arrivals = [a for a in alerts_of(producer) if a["explanation"][0]["feature"] == "arrival_rate"]
+    assert arrivals, "the attacks' throwaway accounts arrive together"
+    for alert in arrivals:
+        validate_alert(alert)
+        pattern = alert["pattern"]
+        assert pattern["attribute"] in ("device", "ip24")
+        assert pattern["users"] >= 3
+        assert pattern["events"] >= 3
+        assert pattern["top_features"][0]["feature"] == "arriving_users"
+        explained = alert["explanation"][0]
+        assert explained["value"] >= 5.0 * explained["baseline"] * 0.999 or alert["status"] != "new"
+        assert {traffic.attack_of[e] for e in alert["event_ids"]} - {None}
+    # Anomaly patterns on the same values keep ids of their own.
+    anomaly_ids = {
+        a["alert_id"]
+        for a in alerts_of(producer)
+        if a["explanation"][0]["feature"] != "arrival_rate"
+    }
+    assert not anomaly_ids & {a["alert_id"] for a in arrivals}
+
+
+def test_a_snapshot_from_before_arrival_patterns_restores() -> None:
+    part = PartitionPatterns(settings().pattern_config(), lateness_s=300.0)
+    state = part.__dict__.copy()
+    for name in ("arrivals", "_of_arrival_key"):
+        del state[name]
+    old = PartitionPatterns.__new__(PartitionPatterns)
+    old.__setstate__(state)
+    assert old.open_patterns == 0
+    traffic = scored_traffic(events=3000, seed=3)
+    for d in decode_all(traffic.records):
+        old.observe(d)
+    assert old.arrivals.counted_keys > 0
 
 
 def test_quiet_patterns_resolve_in_event_time() -> None:

@@ -120,6 +120,7 @@ def scoring_config(settings: ServiceSettings) -> ScoringConfig:
         max_keys=settings.max_keys,
         protect_above=settings.protect_above,
         cohort_age_h=settings.cohort_age_h,
+        arrival_kinds=settings.arrival_kinds,
     )
 
 
@@ -166,12 +167,18 @@ def send_dead_letter(
     tracker.sent()
 
 
-def stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT call ``stop``: the loop finishes its batch, commits and exits."""
+def stop_on_signals(stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT call ``stop(name)``: the loop finishes its batch, commits and
+    exits.
+
+    The handler must not log, nor take any lock: Python runs it on the main thread between
+    two bytecodes, possibly inside structlog's ``with lock: write()`` of another line, and
+    that lock is not reentrant, so a log call here deadlocked the process for good (seen:
+    a SIGTERM sent just as ``batch.committed`` was being written). The loop logs the signal
+    once it sees the stop."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
-        stop()
+        stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -222,6 +229,7 @@ class Service:
         self.on_batch = on_batch
         self.summary = RunSummary()
         self._stopping = False
+        self._stop_reason: str | None = None  # the signal's name, or "stop()"
         self.http_port: int | None = None
         self._idle_since = time.monotonic()
         self._live: Producer | None = None
@@ -243,8 +251,13 @@ class Service:
     def scorers(self) -> dict[tuple[str, int], EventScorer]:
         return {key: state.model for key, state in self.owned.states.items()}
 
-    def stop(self, *_: object) -> None:
-        """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT)."""
+    def stop(self, reason: str = "stop()") -> None:
+        """Ask the loop to finish its batch, commit and exit (SIGTERM, SIGINT).
+
+        Called from a signal handler: plain assignments only, no logging or locks (see
+        ``stop_on_signals``)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
         self._stopping = True
         self.health.ready = False
 
@@ -327,6 +340,8 @@ class Service:
                 producer, delivery = self._batch(consumer, producer, delivery, messages)
                 # A slow batch (a broker away) is not idle time.
                 self._idle_since = time.monotonic()
+            if self._stopping:
+                log.info("service.stopping", reason=self._stop_reason)
         except BaseException:
             # The in-memory state may be ahead of what is durable: close() must not
             # snapshot it on revoke, or a restart would skip the batch's outputs.

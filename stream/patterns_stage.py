@@ -147,6 +147,13 @@ class PatternStageSettings(BaseModel):
     min_users: int = Field(default=2, ge=1)
     window_s: float = Field(default=3600.0, gt=0)
     quiet_s: float = Field(default=3600.0, gt=0)
+    # The arrival finder (detectors/arrivals.py): users turning up at one device or /24.
+    arrival_min_users: int = Field(
+        default=3, ge=2, le=64, description="distinct users of an arrival burst, within window_s"
+    )
+    arrival_prior_per_day: float = Field(
+        default=1.0, gt=0, description="new users a day assumed of a value without history"
+    )
     kafka: dict[str, str] = Field(default_factory=dict)
     sasl_password: SecretStr | None = None
 
@@ -164,6 +171,14 @@ class PatternStageSettings(BaseModel):
             min_users=self.min_users,
             window_s=self.window_s,
             quiet_s=self.quiet_s,
+        )
+
+    def arrival_config(self) -> ArrivalConfig:
+        return ArrivalConfig(
+            window_s=self.window_s,
+            quiet_s=self.quiet_s,
+            min_users=self.arrival_min_users,
+            prior_per_day=self.arrival_prior_per_day,
         )
 
     @property
@@ -186,7 +201,13 @@ class PatternStageSettings(BaseModel):
 
     def fingerprint(self) -> str:
         """What the state depends on: snapshots made under other values are not restored."""
-        return fingerprint((self.pattern_config(), self.lateness_s, self.sample_size, _RECORD))
+        parts: tuple[Any, ...] = (self.pattern_config(), self.lateness_s, self.sample_size, _RECORD)
+        arrivals = self.arrival_config()
+        # Left out at its defaults, so that snapshots written before arrival patterns
+        # existed still restore (PartitionPatterns.__setstate__ adds a fresh finder).
+        if arrivals != ArrivalConfig(window_s=self.window_s, quiet_s=self.quiet_s):
+            parts = (*parts, arrivals)
+        return fingerprint(parts)
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         return kafka_common(self.bootstrap, self.kafka, self.sasl_password)
@@ -217,6 +238,7 @@ def load_stage_settings(
     )
     try:
         settings.pattern_config()
+        settings.arrival_config()
     except ValueError as exc:  # PatternConfig's cross-field checks
         raise ConfigError(f"invalid configuration: {exc}") from None
     return settings
@@ -617,7 +639,12 @@ class PatternStage:
         return {key: state.model for key, state in self.owned.states.items()}
 
     def _fresh(self, partition: int) -> PartitionPatterns:
-        return PartitionPatterns(self.config, self.settings.lateness_s, self.settings.sample_size)
+        return PartitionPatterns(
+            self.config,
+            self.settings.lateness_s,
+            self.settings.sample_size,
+            self.settings.arrival_config(),
+        )
 
     def stop(self, *_: object) -> None:
         self._stopping = True

@@ -9,7 +9,9 @@ nothing in the data can stop the loop.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -61,6 +63,11 @@ log = structlog.get_logger("vigil.service")
 # How long past ``exit_when_idle`` to wait for partitions that are behind but silent.
 IDLE_GRACE_S = 60.0
 
+# How long past ``shutdown_timeout_s`` `vigil run` still waits for itself before it ends
+# the process (ShutdownWatchdog): for what the deadline cannot cut short, e.g.
+# librdkafka's consumer close, which takes no timeout.
+SHUTDOWN_EXIT_GRACE_S = 10.0
+
 
 class ConsumerLike(Protocol):
     def subscribe(self, topics: list[str], **kwargs: Any) -> None: ...
@@ -86,6 +93,12 @@ class RunSummary:
     finished: float | None = None
     first_batch_at: float | None = None
     last_commit_at: float | None = None
+    # Why the shutdown did not finish cleanly (a batch or a snapshot given up); None: it did.
+    shutdown_error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.shutdown_error is None
 
     @property
     def elapsed_s(self) -> float:
@@ -230,6 +243,10 @@ class Service:
         self.summary = RunSummary()
         self._stopping = False
         self._stop_reason: str | None = None  # the signal's name, or "stop()"
+        # time.monotonic() of the stop; no Kafka call of the shutdown waits past deadline.
+        self.shutdown_started: float | None = None
+        self._shutdown_deadline: float | None = None
+        self.finished = False  # run() returned
         self.http_port: int | None = None
         self._idle_since = time.monotonic()
         self._live: Producer | None = None
@@ -260,6 +277,26 @@ class Service:
             self._stop_reason = reason
         self._stopping = True
         self.health.ready = False
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
+        """Start the shutdown clock once: from now on no Kafka call waits past the
+        deadline (a call already waiting is cut short too, see stream/delivery.py)."""
+        if self._shutdown_deadline is not None:
+            return
+        now = time.monotonic()
+        self.shutdown_started = now
+        self._shutdown_deadline = now + self.settings.shutdown_timeout_s
+        out = self._out
+        if out is not None:
+            out.deadline = self._shutdown_deadline
+
+    def _use(self, producer: Producer, delivery: Delivery) -> None:
+        """The clients to produce and commit with from now on."""
+        # A stop may have come first (before run(), or before a replacement producer).
+        delivery.deadline = self._shutdown_deadline
+        self._live, self._out = producer, delivery
+        self.owned.bind(producer, delivery)
 
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop)
@@ -290,8 +327,7 @@ class Service:
     def run(self) -> RunSummary:
         settings = self.settings
         consumer, producer, delivery = self._clients()
-        self._live, self._out = producer, delivery
-        self.owned.bind(producer, delivery)
+        self._use(producer, delivery)
         delivery.start()
         if settings.labels_topic is not None:
             self._label_feed = TopicFollower(settings, settings.labels_topic, decode_label)
@@ -350,6 +386,8 @@ class Service:
         finally:
             self.health.ready = False
             self.summary.finished = time.monotonic()
+            # Idle, end of input or an error: the close is bounded like a stop.
+            self._begin_shutdown()
             try:
                 delivery.close()
             finally:
@@ -361,6 +399,8 @@ class Service:
                         feed.close()
                 if server is not None:
                     server.shutdown()
+                self._check_shutdown()
+                self.finished = True
             log.info(
                 "service.stopped",
                 events=self.summary.events,
@@ -369,8 +409,19 @@ class Service:
                 held_by_labels=self.summary.held_by_labels,
                 not_learned=self.summary.not_learned,
                 elapsed_s=round(self.summary.elapsed_s, 3),
+                clean=self.summary.clean,
+                shutdown_s=round(time.monotonic() - (self.shutdown_started or 0.0), 3),
             )
         return self.summary
+
+    def _check_shutdown(self) -> None:
+        """A transactional call given up on the way out (a snapshot on revoke cut short
+        by the deadline) makes the shutdown unclean: say so, and `vigil run` exits 1."""
+        out = self._out
+        if self.summary.shutdown_error is None and isinstance(out, ExactlyOnce) and out.abandoned:
+            self.summary.shutdown_error = "a transactional call was given up while closing"
+        if self.summary.shutdown_error is not None:
+            log.error("service.shutdown_incomplete", reason=self.summary.shutdown_error)
 
     def _batch(
         self,
@@ -390,9 +441,15 @@ class Service:
                 if not isinstance(delivery, ExactlyOnce):
                     raise
                 delivery.abort(exc)
-        except TransactionAbortedError:
-            self._rewind(consumer)
+        except TransactionAbortedError as exc:
+            if self._stopping:
+                self._give_up_batch(str(exc))
+            else:
+                self._rewind(consumer)
         except ProducerFatalError as exc:
+            if self._stopping:  # no new producer (its init_transactions) on the way out
+                self._give_up_batch(str(exc))
+                return producer, delivery
             # A broker away mid-transaction can leave the producer fatally failed (e.g.
             # INVALID_TXN_STATE on abort) or stuck in a call librdkafka never returns from
             # (send_offsets_to_transaction after a restart, see stream/delivery.py): a new
@@ -402,10 +459,18 @@ class Service:
             producer = Producer(producer_config(self.settings, transactional=True))
             delivery = ExactlyOnce(producer, self.settings.flush_timeout_s)
             delivery.start()
-            self._live, self._out = producer, delivery
-            self.owned.bind(producer, delivery)
+            self._use(producer, delivery)
             self._rewind(consumer)
         return producer, delivery
+
+    def _give_up_batch(self, reason: str) -> None:
+        """Stopping, and the batch's transaction did not commit. Rewinding would only
+        re-read what the next owner reads anyway: instead drop the in-memory state, which
+        is ahead of what is durable, so that close() does not snapshot it on revoke. The
+        batch's records are read again from the last snapshot and committed offsets."""
+        self.owned.states.clear()
+        self.summary.shutdown_error = f"the last batch was not committed: {reason}"
+        log.error("service.batch_given_up", reason=reason)
 
     def _rewind(self, consumer: ConsumerLike) -> None:
         self.owned.rewind(consumer)

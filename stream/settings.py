@@ -96,6 +96,10 @@ class ServiceSettings(BaseModel):
     batch_size: int = Field(default=2_000, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
     flush_timeout_s: float = Field(default=30.0, gt=0)
+    # After a stop (SIGTERM, SIGINT, idle), the Kafka calls that finish the batch, commit
+    # it and snapshot the state share this budget; `vigil run` exits at the latest
+    # SHUTDOWN_EXIT_GRACE_S (10 s) later, non-zero if anything was given up.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=600)
     max_event_bytes: int = Field(default=65_536, ge=1_024)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=9308, ge=0, le=65_535)
@@ -117,6 +121,10 @@ class ServiceSettings(BaseModel):
     )
     protect_above: float | None = Field(
         default=None, description="do not learn events scoring above this (anti-poisoning)"
+    )
+    arrival_kinds: tuple[Literal["device", "ip24", "title"], ...] = Field(
+        default=("device", "ip24"),
+        description="values whose arriving users feed the arrival-burst patterns; [] for none",
     )
     # Extra librdkafka settings (security, timeouts) for consumer and producer.
     kafka: dict[str, str] = Field(default_factory=dict)

@@ -15,10 +15,11 @@ from jsonschema import Draft202012Validator
 import schemas
 from schemas import ALERT_SCHEMA, load_schema
 from schemas.validation import validate_alert, validate_dead_letter_headers
-from stream.checkpoint import SnapshotAssembler
+from stream.checkpoint import SnapshotAssembler, fingerprint
 from stream.delivery import AtLeastOnce, TransactionAbortedError
 from stream.observations import Decoded, decode_observation
 from stream.patterns_stage import (
+    _RECORD,
     PartitionPatterns,
     PatternStage,
     load_stage_settings,
@@ -228,6 +229,24 @@ def test_settings_have_their_own_prefix_and_name_bad_values() -> None:
         load_stage_settings({**base, "window_s": 7200.0}, env={})
     with pytest.raises(ConfigError, match=r"setting 'group' \(default\)"):
         load_stage_settings({k: v for k, v in base.items() if k != "group"}, env={})
+    with pytest.raises(ConfigError, match=r"setting 'arrival_min_users'"):
+        load_stage_settings({**base, "arrival_min_users": 1}, env={})
+
+
+def test_arrival_settings_reach_the_finder_and_only_changes_move_the_fingerprint() -> None:
+    base = {"bootstrap": "b:1", "observations_topic": "o", "alerts_topic": "a", "group": "g"}
+    default = load_stage_settings(base, env={})
+    # At their defaults the arrival settings leave the fingerprint as it was before they
+    # existed, so older snapshots still restore.
+    old = fingerprint((default.pattern_config(), 300.0, 16, _RECORD))
+    assert default.fingerprint() == old
+    tuned = load_stage_settings(
+        {**base, "arrival_min_users": 4, "arrival_prior_per_day": 2.0}, env={}
+    )
+    assert tuned.fingerprint() != old
+    config = tuned.arrival_config()
+    assert (config.min_users, config.prior_per_day) == (4, 2.0)
+    assert PatternStage(tuned)._fresh(0).arrivals.arrival_config == config
 
 
 def test_settings_from_a_toml_section(tmp_path: Path) -> None:

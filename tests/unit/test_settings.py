@@ -68,8 +68,20 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("suspicious_quantile", 1.0), ("unproven_segments", "page")]
+    ("name", "value"),
+    [("suspicious_quantile", 1.0), ("unproven_segments", "page"), ("arrival_kinds", ["shop"])],
 )
 def test_pattern_bar_and_unproven_mode_are_checked_at_start(name, value):
     with pytest.raises(ConfigError, match=rf"'{name}' \(flag --{name.replace('_', '-')}\)"):
         load_settings({**REQUIRED, name: value}, env={})
+
+
+def test_arrival_kinds_reach_the_scorer():
+    from stream.service import scoring_config
+
+    assert scoring_config(load_settings(REQUIRED, env={})).arrival_kinds == ("device", "ip24")
+    chosen = load_settings({**REQUIRED, "arrival_kinds": ["title"]}, env={})
+    assert scoring_config(chosen).arrival_kinds == ("title",)
+    assert (
+        scoring_config(load_settings({**REQUIRED, "arrival_kinds": []}, env={})).arrival_kinds == ()
+    )

@@ -6,7 +6,9 @@ raises one pattern per value. Those patterns name the *same anomalous events*: t
 groups them here. Each pattern record carries a bounded sample of its member events
 (``event_sample``: the ``k`` event ids of smallest hash, a bottom-k sketch, so two patterns
 over mostly the same events keep mostly the same ids) and its examples; two patterns whose
-named events overlap in at least ``min_shared`` ids, or whose user samples share an account,
+named events overlap in at least ``min_shared`` ids, whose user samples share an account,
+or whose members share a specific value (the same device, /24, shop, title or account:
+an arrival burst on a device and the anomalous events on it, see detectors/arrivals.py)
 belong to one incident (union-find: an incident is a connected component of that relation
 over its open patterns).
 
@@ -317,6 +319,10 @@ def is_specific(members: Iterable[str]) -> bool:
     return any(attribute_kind(m) in SPECIFIC_KINDS for m in members)
 
 
+def _specific_members(members: Iterable[str]) -> list[str]:
+    return [m for m in members if attribute_kind(m) in SPECIFIC_KINDS]
+
+
 def incident_id(pattern_alert_id: str) -> str:
     """``in-`` + 32 hex digits of a hash of the pattern alert that opened the incident.
 
@@ -368,6 +374,7 @@ class IncidentGrouper:
         self._of_pattern: dict[str, str] = {}  # open pattern alert id -> incident id
         self._of_event: dict[str, str] = {}  # named event -> incident id (open only)
         self._of_user: dict[str, str] = {}  # user of a named event -> incident id (open only)
+        self._of_member: dict[str, str] = {}  # specific pattern value -> incident id (open)
         self._closed: OrderedDict[str, None] = OrderedDict()  # resolved pattern ids
         self._seen: dict[str, int] = {}  # pattern alert id -> highest sequence seen
 
@@ -378,6 +385,12 @@ class IncidentGrouper:
             for incident in self._incidents.values():
                 for user in incident.users:
                     self._of_user.setdefault(user, incident.incident_id)
+        if "_of_member" not in state:  # a snapshot from before shared values linked patterns
+            self._of_member = {}
+            for incident in self._incidents.values():
+                for pattern in incident.patterns.values():
+                    for member in _specific_members(pattern.members):
+                        self._of_member.setdefault(member, incident.incident_id)
 
     @property
     def open_incidents(self) -> int:
@@ -459,6 +472,13 @@ class IncidentGrouper:
             owner = self._of_user.get(user)
             if owner is not None:
                 shared[owner] = shared.get(owner, 0) + self.config.min_shared
+        # So does a value two patterns share: the arrival burst on a device and the
+        # anomalous events on that device (or a pair with it) are one attack, whichever
+        # accounts their samples happen to hold.
+        for member in _specific_members(record.members):
+            owner = self._of_member.get(member)
+            if owner is not None:
+                shared[owner] = shared.get(owner, 0) + self.config.min_shared
         linked = [i for i, n in shared.items() if n >= self.config.min_shared]
         return sorted(linked, key=lambda i: (-shared[i], self._incidents[i].first_seen, i))
 
@@ -480,6 +500,9 @@ class IncidentGrouper:
             for pid, pattern in other.patterns.items():
                 survivor.patterns[pid] = pattern
                 self._of_pattern[pid] = survivor.incident_id
+                for member in _specific_members(pattern.members):
+                    if self._of_member.get(member) == other.incident_id:
+                        self._of_member[member] = survivor.incident_id
             survivor.open |= other.open
             survivor.users |= other.users
             for user in other.users:
@@ -505,6 +528,8 @@ class IncidentGrouper:
         incident.users.update(record.user_sample)
         for user in record.user_sample:
             self._of_user.setdefault(user, incident.incident_id)
+        for member in _specific_members(record.members):
+            self._of_member.setdefault(member, incident.incident_id)
 
     def _drop(self, incident: _Incident) -> None:
         del self._incidents[incident.incident_id]
@@ -517,6 +542,10 @@ class IncidentGrouper:
         for user in incident.users:
             if self._of_user.get(user) == incident.incident_id:
                 del self._of_user[user]
+        for pattern in incident.patterns.values():
+            for member in _specific_members(pattern.members):
+                if self._of_member.get(member) == incident.incident_id:
+                    del self._of_member[member]
 
     def _close_pattern(self, pid: str) -> None:
         self._seen.pop(pid, None)

@@ -277,3 +277,44 @@ def test_a_snapshot_from_before_account_links_still_links_after_restore() -> Non
     old.__setstate__(state)
     old.observe(example_record(pa(2), ["user:u-2"], events("x", 6), users=["u-2"]))
     assert old.open_incidents == 1
+
+
+def test_patterns_on_one_device_are_one_incident_whatever_their_samples() -> None:
+    # An arrival burst on a device (its accounts' first events) and the anomalous events
+    # of that device's accounts name no common event or account in their samples.
+    grouper = IncidentGrouper()
+    first = grouper.observe(example_record(pa(1), ["device:d1"], events("a", 5), users=["u-1"]))
+    later = grouper.observe(
+        example_record(pa(2), ["cohort:new_account", "device:d1"], events("b", 5), users=["u-9"])
+    )
+    assert [u.status for u in first] == ["new"]
+    assert [(u.incident_id, u.status) for u in later] == [(first[0].incident_id, "growing")]
+    assert grouper.open_incidents == 1
+    assert grouper.incident_of(pa(2)) == grouper.incident_of(pa(1))
+    # A crowd value shared does not link: two countries' patterns stay two incidents.
+    grouper.observe(example_record(pa(3), ["country:BR"], events("c", 5), users=["u-3"]))
+    grouper.observe(example_record(pa(4), ["country:BR"], events("d", 5), users=["u-4"]))
+    assert grouper.open_incidents == 3
+
+
+def test_a_resolved_incident_frees_its_values() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("a", 5)))
+    closing = example_record(pa(1), ["ip24:10.0.0"], events("a", 5), status="resolved", sequence=2)
+    grouper.observe(closing)
+    assert [u.status for u in grouper.advance(T0 + 10 * 3600.0)] == ["resolved"]
+    # The same /24 a day later is a new incident, not the old one's.
+    again = example_record(pa(2), ["ip24:10.0.0"], events("b", 5), t=T0 + 86_400.0)
+    assert [u.status for u in grouper.observe(again)] == ["new"]
+    assert grouper.incident_of(pa(2)) != incident_id(pa(1))
+
+
+def test_a_snapshot_from_before_value_links_still_links_after_restore() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["device:d1"], events("d", 20), users=["u-1"]))
+    state = pickle.loads(pickle.dumps(grouper)).__dict__
+    del state["_of_member"]  # as an older version pickled it
+    old = IncidentGrouper.__new__(IncidentGrouper)
+    old.__setstate__(state)
+    old.observe(example_record(pa(2), ["device:d1", "cohort:new_account"], events("x", 6)))
+    assert old.open_incidents == 1

@@ -54,13 +54,17 @@ def _run(argv: Sequence[str]) -> int:
 
     from stream.faults import FaultInjector
     from stream.logs import configure_logging
-    from stream.service import Service
+    from stream.service import SHUTDOWN_EXIT_GRACE_S, Service, ShutdownWatchdog
 
     configure_logging(settings.log_level)
     service = Service(settings, faults=FaultInjector.from_env())
     service.install_signal_handlers()
-    service.run()
-    return 0
+    # A stop ends the process within shutdown_timeout_s + SHUTDOWN_EXIT_GRACE_S, whatever
+    # hangs: a supervisor's kill -9 after its grace period would say less in the logs.
+    ShutdownWatchdog(service, settings.shutdown_timeout_s + SHUTDOWN_EXIT_GRACE_S).start()
+    summary = service.run()
+    # Non-zero when the shutdown gave something up (logged as service.shutdown_incomplete).
+    return 0 if summary.clean else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,14 @@ for a cached group coordinator that will not come up again, e.g. a broker handle
 while the broker restarted (#5511). Both were open in librdkafka 2.16. So it runs on a
 helper thread; if it has not returned ``STUCK_GRACE_S`` after its own timeout the
 producer is given up for dead (``ProducerFatalError``): the caller replaces it (the new
-instance fences it and aborts its open transaction) and rewinds.
+instance fences it and aborts its open transaction) and rewinds. commit_transaction and
+abort_transaction run the same way.
+
+At shutdown the caller sets ``deadline``: from then on no call waits past it (a call
+already waiting is given up there, with its producer), so a stopping service exits in
+bounded time. A transaction given up like that is left open: the broker aborts it after
+``transaction.timeout.ms``, or the next instance's ``init_transactions`` does at once;
+either way it commits nothing, and offsets never commit outside their transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import structlog
 from confluent_kafka import KafkaException, Producer, TopicPartition
@@ -37,6 +44,13 @@ log = structlog.get_logger("vigil.delivery")
 # How long past its own timeout a transactional call may take before the producer is
 # given up for dead (librdkafka enforces the timeout itself when it works).
 STUCK_GRACE_S = 10.0
+
+# Past a shutdown deadline, how long a call given a timeout cut to that deadline may take
+# to return librdkafka's own timeout error, before it counts as stuck.
+DEADLINE_SLACK_S = 0.5
+
+# How often a waiting caller looks at the deadline again (a stop can set it meanwhile).
+_WAIT_SLICE_S = 0.1
 
 # Producers given up while a call of theirs is still blocked in librdkafka. Kept alive
 # (never destroyed: rd_kafka_destroy under a blocked transactional call may hang too);
@@ -55,6 +69,8 @@ class TransactionAbortedError(VigilKafkaError):
 
 class Delivery(Protocol):
     tracker: DeliveryTracker
+    # Set at shutdown (time.monotonic()): no call waits past it. None: each call's timeout.
+    deadline: float | None
 
     def start(self) -> None: ...
     def begin(self) -> None: ...
@@ -67,6 +83,7 @@ class AtLeastOnce:
         self.producer = producer
         self.timeout_s = timeout_s
         self.tracker = DeliveryTracker()
+        self.deadline: float | None = None
 
     def start(self) -> None:
         pass
@@ -75,11 +92,18 @@ class AtLeastOnce:
         pass
 
     def commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
-        flush_or_raise(self.producer, self.tracker, self.timeout_s)
+        flush_or_raise(self.producer, self.tracker, _timeout(self.timeout_s, self.deadline))
         commit_or_raise(consumer, offsets)
 
     def close(self) -> None:
-        flush_or_raise(self.producer, self.tracker, self.timeout_s)
+        flush_or_raise(self.producer, self.tracker, _timeout(self.timeout_s, self.deadline))
+
+
+def _timeout(timeout_s: float, deadline: float | None) -> float:
+    """``timeout_s``, or what is left until ``deadline`` if that is sooner (>= 0)."""
+    if deadline is None:
+        return timeout_s
+    return max(0.0, min(timeout_s, deadline - time.monotonic()))
 
 
 class ExactlyOnce:
@@ -89,6 +113,7 @@ class ExactlyOnce:
         self.producer = producer
         self.timeout_s = timeout_s
         self.tracker = DeliveryTracker()
+        self.deadline: float | None = None
         self._open = False
 
     def start(self) -> None:
@@ -111,7 +136,6 @@ class ExactlyOnce:
                     self.producer.send_offsets_to_transaction,
                     offsets,
                     consumer.consumer_group_metadata(),
-                    self.timeout_s,
                 )
             self._commit_with_retries()
         except KafkaException as exc:
@@ -132,32 +156,47 @@ class ExactlyOnce:
         return any(p is self.producer for p in _ABANDONED)
 
     def _bounded(self, name: str, call: Callable[..., None], *args: Any) -> None:
-        """``call(*args)`` on a helper thread, waited for its timeout and
-        ``STUCK_GRACE_S`` more; raises what it raised, or ``ProducerFatalError`` if it is
-        still blocked then (see the module docstring)."""
+        """``call(*args, timeout)`` on a helper thread, waited for its timeout and
+        ``STUCK_GRACE_S`` more, but never past ``deadline`` (+ ``DEADLINE_SLACK_S``);
+        raises what it raised, or ``ProducerFatalError`` if it is still blocked then, or
+        if the deadline passed before the call (see the module docstring)."""
+        timeout = _timeout(self.timeout_s, self.deadline)
+        if timeout <= 0:
+            self._give_up(name, "the shutdown deadline passed before the call")
         failed: list[BaseException] = []
 
         def run() -> None:
             try:
-                call(*args)
+                call(*args, timeout)
             except BaseException as exc:  # handed to the waiting thread
                 failed.append(exc)
 
         # A daemon thread: a call that never returns must not hold the process at exit.
         worker = threading.Thread(target=run, name=f"vigil-{name}", daemon=True)
+        started = time.monotonic()
         worker.start()
-        worker.join(self.timeout_s + STUCK_GRACE_S)
+        stuck_at = started + timeout + STUCK_GRACE_S
+        while worker.is_alive():
+            # Read each time: a stop (a signal handler) may set the deadline meanwhile.
+            deadline = self.deadline
+            limit = stuck_at if deadline is None else min(stuck_at, deadline + DEADLINE_SLACK_S)
+            left = limit - time.monotonic()
+            if left <= 0:
+                break
+            worker.join(min(left, _WAIT_SLICE_S))
         if worker.is_alive():
-            _ABANDONED.append(self.producer)
-            self._open = False
-            log.error("transaction.call_stuck", call=name, waited_s=self.timeout_s + STUCK_GRACE_S)
-            raise ProducerFatalError(
-                f"{name} did not return within {self.timeout_s + STUCK_GRACE_S:.0f}s "
-                f"(its timeout is {self.timeout_s:.0f}s): the producer is given up",
-                "_STUCK",
-            )
+            waited = time.monotonic() - started
+            self._give_up(name, f"it did not return in {waited:.1f}s (its timeout: {timeout:.1f}s)")
         if failed:
             raise failed[0]
+
+    def _give_up(self, name: str, why: str) -> NoReturn:
+        """The producer is not to be used again: a call of it may still be blocked in
+        librdkafka, or its transaction is left open for the broker to abort."""
+        _ABANDONED.append(self.producer)
+        self._open = False
+        log.error("transaction.call_given_up", call=name, reason=why)
+        raise ProducerFatalError(f"{name} given up: {why}; the producer is given up", "_STUCK")
 
     def abort(self, exc: KafkaException) -> None:
         """A produce() of the batch was refused (the transaction is in an abortable
@@ -167,10 +206,10 @@ class ExactlyOnce:
         self._abort(exc)
 
     def _commit_with_retries(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + _timeout(self.timeout_s, self.deadline)
         while True:
             try:
-                self.producer.commit_transaction(self.timeout_s)
+                self._bounded("commit_transaction", self.producer.commit_transaction)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -192,7 +231,7 @@ class ExactlyOnce:
 
     def _abort_quietly(self) -> None:
         try:
-            self.producer.abort_transaction(self.timeout_s)
+            self._bounded("abort_transaction", self.producer.abort_transaction)
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():

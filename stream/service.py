@@ -197,6 +197,67 @@ def stop_on_signals(stop: Callable[[str], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+class Stoppable(Protocol):
+    """What ShutdownWatchdog watches (a Service)."""
+
+    @property
+    def shutdown_started(self) -> float | None: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def summary(self) -> RunSummary: ...
+
+
+class ShutdownWatchdog:
+    """Ends the process if it is still running ``limit_s`` after its service began to
+    shut down: exit 1, or 0 if the service had finished cleanly (everything it processed
+    committed) and only what came after it hung.
+
+    The service's deadline bounds the Kafka calls it makes; this bounds the rest (a
+    consumer close librdkafka does not return from, a state restore in progress). Only for
+    a process that is the service (`vigil run`): it never returns, it exits. Ending there is
+    as safe as a crash: what was not committed is read again by the next owner.
+    """
+
+    def __init__(
+        self,
+        service: Stoppable,
+        limit_s: float,
+        *,
+        exit: Callable[[int], object] = os._exit,
+        poll_s: float = 0.2,
+    ) -> None:
+        self.service = service
+        self.limit_s = limit_s
+        self._exit = exit
+        self._poll_s = poll_s
+
+    def start(self) -> threading.Thread:
+        # A daemon: a process that exits normally does not wait for it.
+        thread = threading.Thread(target=self._watch, name="vigil-shutdown-watchdog", daemon=True)
+        thread.start()
+        return thread
+
+    def _watch(self) -> None:
+        while (started := self.service.shutdown_started) is None:
+            time.sleep(self._poll_s)
+        while time.monotonic() < started + self.limit_s:
+            time.sleep(self._poll_s)
+        service = self.service
+        code = 0 if service.finished and service.summary.clean else 1
+        # From a helper, waited for a second at most: the thread that is stuck may be the
+        # one holding the log's lock (a write to a stdout nobody reads).
+        message = threading.Thread(
+            target=log.error,
+            args=("service.shutdown_timeout",),
+            kwargs={"seconds": self.limit_s, "finished": service.finished, "exit_code": code},
+            daemon=True,
+        )
+        message.start()
+        message.join(1.0)
+        self._exit(code)
+
+
 class Service:
     """One consumer in the group; run() returns when stopped or idle.
 

@@ -24,6 +24,7 @@ from stream.incidents_stage import ENV_PREFIX as INCIDENTS_PREFIX
 from stream.incidents_stage import IncidentStageSettings, load_incident_settings
 from stream.patterns_stage import ENV_PREFIX as PATTERNS_PREFIX
 from stream.patterns_stage import PatternStageSettings, load_stage_settings, watermark_record
+from stream.service import SHUTDOWN_EXIT_GRACE_S
 from stream.settings import ENV_PREFIX, ServiceSettings, load_settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with kubernetes-validate ('.[dev]')")
@@ -268,6 +269,9 @@ def test_startup_allows_a_restore_and_shutdown_allows_a_drain(
         budget = startup["periodSeconds"] * startup["failureThreshold"]
         assert budget >= settings.restore_timeout_s, "startup shorter than a restore may take"
         assert spec["terminationGracePeriodSeconds"] > settings.flush_timeout_s
+        if isinstance(settings, ServiceSettings):  # vigil run ends itself this long after
+            exits_by = settings.shutdown_timeout_s + SHUTDOWN_EXIT_GRACE_S
+            assert spec["terminationGracePeriodSeconds"] > exits_by, "killed mid-drain"
 
 
 def test_services_reach_the_metrics_port(objects: list[Obj], tmp_path: Path) -> None:

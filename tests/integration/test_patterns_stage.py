@@ -140,6 +140,14 @@ def test_an_attack_over_two_partitions_and_two_consumers_is_one_alert(
         if any(traffic.attack_of.get(e) for e in by_id[alert_id][0]["event_ids"])
     }
     assert len(attacked) >= 5
+    # Arrival bursts too: the accounts arriving at one device or /24 came from both input
+    # partitions, and their pattern is one alert.
+    arrivals = {
+        alert_id
+        for alert_id, steps in by_id.items()
+        if steps[0]["explanation"][0]["feature"] == "arrival_rate"
+    }
+    assert arrivals & spanning
     # Nothing was produced twice: the topic holds exactly what the two members sent.
     assert sum(s.summary.alerts for s in stages) == sum(len(v) for v in by_id.values())
 

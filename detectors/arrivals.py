@@ -66,22 +66,6 @@ DEFAULT_KINDS: tuple[str, ...] = ("device", "ip24")
 ARRIVAL_REASON: tuple[str, str] = ("arriving_users", "high")
 
 
-def resource_values(event: Mapping[str, Any]) -> tuple[str, ...]:
-    """The device, /24 and (for a listing) title values of ``event``, spelt as
-    :func:`detectors.attributes.attributes` spells them; cheaper than all its attributes.
-
-    >>> resource_values({"event_type": "account.login", "payload": {},
-    ...                  "context": {"ip": "10.0.0.7", "device_id": "d-1"}})
-    ('device:d-1', 'ip24:10.0.0')
-    """
-    context = event["context"]
-    device = "device:" + context["device_id"]
-    ip24 = "ip24:" + subnet24(context["ip"])
-    if event["event_type"] == "listing.created":
-        return (device, ip24, "title:" + normalised_title(event["payload"]["title"]))
-    return (device, ip24)
-
-
 class ArrivalTracker:
     """Stage 1: the values of the tracked kinds a user arrives at (see the module docstring).
 
@@ -103,6 +87,9 @@ class ArrivalTracker:
         if not (math.isfinite(forget_s) and forget_s > 0):
             raise ValueError(f"forget_s must be positive, got {forget_s}")
         self.kinds = frozenset(kinds)
+        self._device = "device" in self.kinds
+        self._ip24 = "ip24" in self.kinds
+        self._title = "title" in self.kinds
         self.forget_s = forget_s
         # "user\x1fvalue" -> event time of the last arrival counted
         self._last: BoundedTable[str, float] = BoundedTable(max_keys)
@@ -112,20 +99,35 @@ class ArrivalTracker:
 
     def arrivals(self, user: str, attributes: Iterable[str], t: float) -> tuple[str, ...]:
         """The ``attributes`` of tracked kinds ``user`` arrives at by an event at ``t``."""
-        found = []
+        values = [value for value in attributes if attribute_kind(value) in self.kinds]
+        return self._arrive(user, values, t)
+
+    def arrivals_of(self, event: Mapping[str, Any], t: float) -> tuple[str, ...]:
+        """:meth:`arrivals` of a validated event's acting user and values, at event time
+        ``t``: the scorer's per-event path, which builds only the values it tracks."""
+        context = event["context"]
+        values = []
+        if self._device:
+            values.append("device:" + context["device_id"])
+        if self._ip24:
+            values.append("ip24:" + subnet24(context["ip"]))
+        if self._title and event["event_type"] == "listing.created":
+            values.append("title:" + normalised_title(event["payload"]["title"]))
+        return self._arrive(event["entities"]["user_id"], values, t)
+
+    def _arrive(self, user: str, values: list[str], t: float) -> tuple[str, ...]:
+        found: tuple[str, ...] = ()
         data = self._last._data
-        for value in attributes:
-            if attribute_kind(value) not in self.kinds:
-                continue
+        for value in values:
             key = user + "\x1f" + value
             last = data.pop(key, None)
             if last is None or t - last >= self.forget_s:
-                found.append(value)
+                found += (value,)
                 data[key] = t
             else:
                 data[key] = last  # still the day's first: the day is counted from it
         self._last._evict()
-        return tuple(found)
+        return found
 
 
 @dataclass(frozen=True)

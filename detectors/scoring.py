@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.arrivals import DEFAULT_KINDS as DEFAULT_ARRIVAL_KINDS
-from detectors.arrivals import ArrivalTracker, resource_values
+from detectors.arrivals import ArrivalTracker
 from detectors.explain import DeviationExplainer, Reason
 from detectors.explain_forest import isolation_reasons
 from detectors.explain_hst import PathExplainer
@@ -374,7 +374,7 @@ class EventScorer:
         values_by_type: dict[str, list[tuple[float, ...]]] = {}
         index_by_type: dict[str, list[int]] = {}
         arrivals_of: list[tuple[str, ...]] = [()] * len(events)
-        track = self.arrivals.arrivals if self.arrivals.kinds else None
+        track = self.arrivals.arrivals_of if self.arrivals.kinds else None
         extract = self.features.extract
         getters: dict[str, Callable[[Mapping[str, float]], tuple[float, ...]]] = {}
         for i, event in enumerate(events):
@@ -386,11 +386,7 @@ class EventScorer:
                     getter = getters[event_type] = self._model(event_type).values
                 values = getter(features)
                 if track is not None:
-                    arrivals_of[i] = track(
-                        event["entities"]["user_id"],
-                        resource_values(event),
-                        event_time_s(event["occurred_at"]),
-                    )
+                    arrivals_of[i] = track(event, event_time_s(event["occurred_at"]))
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue

@@ -12,7 +12,6 @@ from detectors.arrivals import (
     ArrivalConfig,
     ArrivalFinder,
     ArrivalTracker,
-    resource_values,
 )
 from detectors.attributes import attribute_kind, attributes
 from detectors.patterns import Observation, PatternFinder, PatternUpdate
@@ -62,17 +61,23 @@ def test_the_tracker_is_bounded_and_pickles() -> None:
         assert t.arrivals("u-0", ["device:d-0"], 1000.0) == ("device:d-0",)
 
 
-def test_resource_values_are_spelt_as_the_grouping_attributes() -> None:
+def test_the_scorers_path_arrives_where_the_grouping_attributes_say() -> None:
+    # arrivals_of builds the values itself (cheaper); they must be spelt exactly as the
+    # grouping attributes that key the observations, for every event type.
     validator = EventValidator()
-    seen_types = set()
-    for record in generate(TrafficConfig(events=3000, seed=2, bad_fraction=0.0)):
+    kinds = ("device", "ip24", "title")
+    fast, reference = ArrivalTracker(kinds), ArrivalTracker(kinds)
+    seen_types, arrived = set(), 0
+    for i, record in enumerate(generate(TrafficConfig(events=3000, seed=2, bad_fraction=0.0))):
         event = validator.decode(record.value)
         assert isinstance(event, dict)
         seen_types.add(event["event_type"])
-        wanted = {"device", "ip24", "title"}
-        expected = tuple(a for a in attributes(event) if attribute_kind(a) in wanted)
-        assert resource_values(event) == expected
+        user = event["entities"]["user_id"]
+        got = fast.arrivals_of(event, float(i))
+        assert got == reference.arrivals(user, attributes(event), float(i))
+        arrived += len(got)
     assert len(seen_types) == 7
+    assert 0 < arrived < 3 * 3000
 
 
 # -- the finder -------------------------------------------------------------------------

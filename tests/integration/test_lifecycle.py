@@ -94,37 +94,55 @@ def _get_refused(port: int) -> bool:
     return False
 
 
-def test_sigterm_drains_commits_and_exits_cleanly(kafka_bootstrap, unique_name):
+def test_sigterm_drains_commits_and_exits_cleanly(kafka_bootstrap, unique_name, tmp_path):
     topics = {k: unique_name(k) for k in ("input", "alerts", "dlq")}
     create_topics(kafka_bootstrap, {topics["input"]: 1, topics["alerts"]: 1, topics["dlq"]: 1})
     records = list(generate(TrafficConfig(events=20_000, seed=4)))
     produce_to_kafka(iter(records), kafka_bootstrap, topics["input"])
     group = unique_name("group")
-    proc = subprocess.Popen(
-        service_command(
-            kafka_bootstrap, topics, group, "--batch-size", "100", "--metrics-port", "0"
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # A file, not a pipe nobody reads until the end: librdkafka may log there.
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            service_command(
+                kafka_bootstrap, topics, group, "--batch-size", "100", "--metrics-port", "0"
+            ),
+            cwd=ROOT,
+            # faulthandler: a SIGABRT below dumps every thread's stack to stderr.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     assert proc.stdout is not None
     lines = []
+    signalled = None
     try:
+        # SIGTERM the moment a batch.committed line arrives: the service is then often
+        # still inside that line's write (the signal handler once deadlocked there).
         for raw in proc.stdout:
             line = orjson.loads(raw)
             lines.append(line)
             if line["event"] == "batch.committed":
                 proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
                 break
-        rest, _ = proc.communicate(timeout=60)
+        assert signalled is not None, "the service ended before its first batch"
+        try:
+            # vigil run ends itself 30 s after a stop at the latest (ShutdownWatchdog).
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.communicate(timeout=30)
+            pytest.fail("no exit within 60 s of SIGTERM; stacks:\n" + stderr_path.read_text())
+        took = time.monotonic() - signalled
     finally:
         if proc.poll() is None:
             proc.kill()
     lines += [orjson.loads(raw) for raw in rest.splitlines()]
-    assert proc.returncode == 0
+    assert proc.returncode == 0, stderr_path.read_text()[-5000:]
     stopped = next(line for line in lines if line["event"] == "service.stopped")
+    assert stopped["clean"]
+    assert took < 30.0
     committed = committed_offsets(kafka_bootstrap, group, topics["input"])
     # Whatever it processed before stopping is committed, and it stopped early.
     assert committed[0] == stopped["events"] + stopped["dead_letters"]

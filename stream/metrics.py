@@ -29,6 +29,11 @@ class ServiceMetrics:
         self.alerts = Counter("vigil_alerts", "Alerts produced", ["event_type"], registry=r)
         self.commits = Counter("vigil_commits", "Offset commits", registry=r)
         self.lag = Gauge("vigil_consumer_lag", "Records behind the end", ["partition"], registry=r)
+        self.held = Gauge(
+            "vigil_held_records",
+            "Records held back by event-time alignment (their partitions paused)",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "vigil_batch_seconds", "Time to process, deliver and commit a batch", registry=r
         )

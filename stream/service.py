@@ -34,6 +34,7 @@ from detectors.label_gate import LabelGate
 from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
+from stream.alignment import EventTimeAlignment
 from stream.checkpoint import fingerprint
 from stream.delivery import (
     AtLeastOnce,
@@ -79,6 +80,14 @@ class ConsumerLike(Protocol):
     def get_watermark_offsets(self, partition: TopicPartition, **kwargs: Any) -> Any: ...
     def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any: ...
     def seek(self, partition: TopicPartition) -> None: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+
+# How long event-time alignment waits on a partition that has records to come but
+# delivers none (see Service._more). Wall-clock, but it only orders partitions: no score
+# depends on it.
+ALIGNMENT_WAIT_S = 2.0
 
 
 @dataclass
@@ -320,6 +329,13 @@ class Service:
         self._label_feed: TopicFollower | None = None
         self._pattern_feed: TopicFollower | None = None
         self.guard = LearningGuard()
+        skew = settings.max_event_time_skew_s
+        self.alignment: EventTimeAlignment[Message] | None = (
+            None if skew is None else EventTimeAlignment(round(skew * 1000.0))
+        )
+        self._paused: set[tuple[str, int]] = set()
+        # Partition -> time.monotonic() it last delivered a record (or was assigned).
+        self._heard: dict[tuple[str, int], float] = {}
 
     @property
     def partitions(self) -> dict[tuple[str, int], PartitionState[EventScorer]]:
@@ -421,6 +437,10 @@ class Service:
             while not self._stopping:
                 self.health.beat()
                 messages = consumer.consume(settings.batch_size, settings.poll_timeout_s)
+                if self.alignment is not None:
+                    messages = self._align(consumer, messages)
+                    if not messages and self.alignment.held:
+                        continue  # records in hand: not idle
                 if not messages:
                     if getattr(consumer, "exhausted", False):
                         log.info("service.end_of_input")
@@ -534,8 +554,76 @@ class Service:
         log.error("service.batch_given_up", reason=reason)
 
     def _rewind(self, consumer: ConsumerLike) -> None:
+        # Held records are re-read from the committed offsets like the rest.
+        self._unhold(consumer, set(self._paused))
         self.owned.rewind(consumer)
         self._refresh_ready()
+
+    # -- event-time alignment (stream/alignment.py) ----------------------------------------
+
+    def _align(self, consumer: ConsumerLike, messages: list[Message]) -> list[Message]:
+        """The records to process now; those running ahead of a partition with records
+        still to come are held and their partitions paused."""
+        alignment = self.alignment
+        assert alignment is not None
+        now = time.monotonic()
+        heard = self._heard
+        for msg in messages:
+            heard[(msg.topic() or "", msg.partition() or 0)] = now
+        released = alignment.release(messages, self._more(consumer, now))
+        held = alignment.paused()
+        pause, resume = held - self._paused, self._paused - held
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in sorted(pause)])
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
+            for key in resume:
+                heard[key] = now  # fetching again: its next records are due shortly
+        self._paused = held
+        self.metrics.held.set(alignment.held)
+        return released
+
+    def _more(self, consumer: ConsumerLike, now: float) -> set[tuple[str, int]]:
+        """Owned partitions with records still to come (behind the high watermark, or not
+        read yet) that are paused or delivered within ALIGNMENT_WAIT_S: one silent for
+        longer (a lag misread, a broker away) does not hold the others back."""
+        # A paused partition is silent because it is paused: it counts while it holds
+        # records (once they are released, its next ones are still to come).
+        keys = [
+            key
+            for key in self.owned.states
+            if key in self._paused or now - self._heard.get(key, now) < ALIGNMENT_WAIT_S
+        ]
+        if not keys:
+            return set()
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in keys])
+            more = set()
+            for tp in positions:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset < 0:  # not read yet: unless the log is known to be empty
+                    ahead = high < 0 or low < 0 or high > low
+                else:
+                    ahead = high < 0 or tp.offset < high
+                if ahead:
+                    more.add((tp.topic or "", tp.partition or 0))
+            return more
+        except Exception:  # no lag to go by: let every partition run
+            log.debug("alignment.lag_unavailable", exc_info=True)
+            return set()
+
+    def _unhold(self, consumer: ConsumerLike, partitions: set[tuple[str, int]]) -> None:
+        """Forget what is held of ``partitions`` and resume those still assigned."""
+        if self.alignment is None:
+            return
+        self.alignment.drop(partitions)
+        for key in partitions:
+            self._heard.pop(key, None)
+        paused = self._paused & partitions
+        self._paused -= partitions
+        owned = [key for key in sorted(paused) if key in self.owned.states]
+        if owned:
+            consumer.resume([TopicPartition(t, p) for t, p in owned])
 
     def _idle_long_enough(self, consumer: ConsumerLike) -> bool:
         """Idle means: nothing new for ``exit_when_idle`` seconds *and* caught up with the
@@ -565,11 +653,20 @@ class Service:
         # cooperative-sticky: the callbacks carry only the partitions that changed.
         log.info("partitions.assigned", partitions=[p.partition for p in partitions])
         self.owned.assign(consumer, partitions)
+        if self.alignment is not None:
+            # librdkafka keeps a partition paused across a reassignment: start it fetching.
+            consumer.resume(partitions)
+            now = time.monotonic()
+            for p in partitions:
+                self._heard[(p.topic or "", p.partition or 0)] = now
         self._idle_since = time.monotonic()
         self._refresh_ready()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions.revoked", partitions=[p.partition for p in partitions])
+        self._unhold(
+            cast(ConsumerLike, consumer), {(p.topic or "", p.partition or 0) for p in partitions}
+        )
         self.owned.revoke(consumer, partitions)
         self._idle_since = time.monotonic()
         self._refresh_ready()
@@ -577,6 +674,9 @@ class Service:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them; write nothing.
         log.warning("partitions.lost", partitions=[p.partition for p in partitions])
+        self._unhold(
+            cast(ConsumerLike, consumer), {(p.topic or "", p.partition or 0) for p in partitions}
+        )
         self.owned.forget((p.topic or "", p.partition or 0) for p in partitions)
         self._idle_since = time.monotonic()
         self._refresh_ready()
@@ -622,21 +722,27 @@ class Service:
                     self._dead_letter(producer, record, decoded.reason, decoded.detail)
             else:
                 valid.append((record, decoded))
-        by_partition: dict[tuple[str, int], list[tuple[Record, dict[str, Any]]]] = {}
-        for item in valid:
-            by_partition.setdefault((item[0].topic, item[0].partition), []).append(item)
-        for key, items in by_partition.items():
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        for i, (record, _) in enumerate(valid):
+            by_partition.setdefault((record.topic, record.partition), []).append(i)
+        results: list[Scored | Unscorable | None] = [None] * len(valid)
+        for key, indices in by_partition.items():
             state = self.owned.states[key]
-            events = [event for _, event in items]
+            events = [valid[i][1] for i in indices]
             exclude = None
             if self._label_feed is not None or self._pattern_feed is not None:
                 exclude = [self.guard.blocks(event) for event in events]
                 self.metrics.not_learned.inc(sum(exclude))
                 self.summary.not_learned += sum(exclude)
-            results = state.model.score_batch(events, exclude)
-            for (record, event), result in zip(items, results, strict=True):
-                if not state.silent(record.offset):
-                    self._output(producer, record, event, result)
+            for i, scored in zip(indices, state.model.score_batch(events, exclude), strict=True):
+                results[i] = scored
+        # Outputs in the batch's order, which is event-time order across partitions when
+        # aligned (stream/alignment.py): the observations of a batch spanning hours of a
+        # sparse backlog must not come partition after partition.
+        for (record, event), outcome in zip(valid, results, strict=True):
+            assert outcome is not None
+            if not self.owned.states[(record.topic, record.partition)].silent(record.offset):
+                self._output(producer, record, event, outcome)
         # Serve delivery callbacks once per batch (the commit flushes anyway).
         producer.poll(0)
         batch_no = self.summary.batches + 1

@@ -122,6 +122,12 @@ class ServiceSettings(BaseModel):
     protect_above: float | None = Field(
         default=None, description="do not learn events scoring above this (anti-poisoning)"
     )
+    max_event_time_skew_s: float | None = Field(
+        default=120.0,
+        ge=0,
+        description="hold back records more than this far ahead (record time) of the other "
+        "partitions' next records; none: read each partition as it comes",
+    )
     arrival_kinds: tuple[Literal["device", "ip24", "title"], ...] = Field(
         default=("device", "ip24"),
         description="values whose arriving users feed the arrival-burst patterns; [] for none",

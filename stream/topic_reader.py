@@ -172,6 +172,14 @@ class BoundedSource:
     def committed(self, partitions: list[TopicPartition], **kwargs: Any) -> Any:
         return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
 
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        self._consumer.pause(partitions)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        self._consumer.resume(partitions)
+
     def seek(self, partition: TopicPartition) -> None:
         # Only a service rewinding after an aborted transaction seeks; replays keep no
         # transactions, so this is here for the protocol's sake.

@@ -100,6 +100,15 @@ class FakeConsumer:
     batches: list[list[FakeMessage]]
     commits: list[list[TopicPartition]] = field(default_factory=list)
     closed: bool = False
+    paused: set[tuple[str, int]] = field(default_factory=set)
+    pauses: int = 0
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.pauses += 1
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def subscribe(self, topics: list[str], **kwargs: Any) -> None:
         self.journal.append("subscribe")

@@ -110,6 +110,14 @@ class GroupMember:
     def __init__(self, broker: Broker, per_partition: int) -> None:
         self.broker, self.per_partition = broker, per_partition
         self.positions: dict[int, int] = {}
+        self.paused: set[int] = set()
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        # As librdkafka: fetching stops; the position stays after the last record given.
+        self.paused |= {tp.partition for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in partitions}
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         callbacks["on_assign"](self, [TopicPartition(INPUT, p) for p in sorted(self.broker.inputs)])
@@ -127,6 +135,8 @@ class GroupMember:
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
         out = []
         for p, at in sorted(self.positions.items()):
+            if p in self.paused:
+                continue
             values = self.broker.inputs[p][at : at + self.per_partition]
             out += [FakeMessage(INPUT, p, at + i, v) for i, v in enumerate(values)]
             self.positions[p] = at + len(values)

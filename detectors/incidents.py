@@ -121,8 +121,14 @@ class IncidentConfig:
     max_listed: int = 50  # patterns and members listed in a record
     max_open: int = 10_000  # open incidents kept; beyond, the oldest is resolved
     max_closed: int = 200_000  # ids of resolved patterns remembered, to ignore repeats
+    # Event time an incident waits, from its first pattern, before its first record, so
+    # that the other patterns of the same attack join it first (Alertmanager's
+    # group_wait): 0 reports at once.
+    group_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.group_wait_s >= 0.0:
+            raise ValueError("group_wait_s must be >= 0")
         if self.min_shared < 1:
             raise ValueError("min_shared must be at least 1")
         if self.growth_factor <= 1.0:
@@ -377,6 +383,11 @@ class IncidentGrouper:
         self._of_member: dict[str, str] = {}  # specific pattern value -> incident id (open)
         self._closed: OrderedDict[str, None] = OrderedDict()  # resolved pattern ids
         self._seen: dict[str, int] = {}  # pattern alert id -> highest sequence seen
+        self._init_waiting()
+
+    def _init_waiting(self) -> None:
+        # Incidents not reported yet (group_wait_s): id -> (event time it may be, trigger).
+        self._waiting: dict[str, tuple[float, PatternRecord]] = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -385,6 +396,8 @@ class IncidentGrouper:
             for incident in self._incidents.values():
                 for user in incident.users:
                     self._of_user.setdefault(user, incident.incident_id)
+        if "_waiting" not in state:  # a snapshot from before group_wait_s
+            self._init_waiting()
         if "_of_member" not in state:  # a snapshot from before shared values linked patterns
             self._of_member = {}
             for incident in self._incidents.values():
@@ -433,7 +446,17 @@ class IncidentGrouper:
                 target.closed_by = record
                 return updates
         if target.sequence == 0:
-            updates.append(self._step(target, "new", record))
+            waiting = self._waiting.get(target.incident_id)
+            due = record.updated_at if waiting is None else waiting[0]
+            if waiting is None:
+                due += self.config.group_wait_s
+            # Report now once the wait is over, or if it absorbed a reported incident
+            # (whose last record points at this one).
+            if record.updated_at >= due or any(u.merged_into for u in updates):
+                self._waiting.pop(target.incident_id, None)
+                updates.append(self._step(target, "new", record))
+            else:
+                self._waiting[target.incident_id] = (due, record)
         elif target.events() >= target.next_report:
             updates.append(self._step(target, "growing", record))
         return updates
@@ -442,15 +465,24 @@ class IncidentGrouper:
         """Resolve the incidents whose patterns are all resolved by event time
         ``watermark``: the time every stage-2 partition has passed, so no pattern sharing
         their events can still come (``observe`` keeps them linkable until then)."""
+        updates = []
+        # Incidents whose wait is over are reported first (an attack that ended within
+        # its wait is reported, then resolved).
+        ready = sorted((due, iid) for iid, (due, _) in self._waiting.items() if due <= watermark)
+        for _, iid in ready:
+            _, trigger = self._waiting.pop(iid)
+            updates.append(self._step(self._incidents[iid], "new", trigger))
         due = [
             inc
             for inc in self._incidents.values()
             if inc.closing_at is not None and inc.closing_at <= watermark
         ]
         due.sort(key=lambda inc: (inc.closing_at or 0.0, inc.incident_id))
-        updates = []
         for incident in due:
             assert incident.closed_by is not None
+            if incident.sequence == 0:  # resolved before its wait was over
+                self._waiting.pop(incident.incident_id, None)
+                updates.append(self._step(incident, "new", incident.closed_by))
             updates.append(self._step(incident, "resolved", incident.closed_by))
             self._drop(incident)
         return updates
@@ -510,6 +542,10 @@ class IncidentGrouper:
             for event in other.named:
                 survivor.named.add(event)
                 self._of_event[event] = survivor.incident_id
+            waited = self._waiting.pop(other.incident_id, None)
+            mine = self._waiting.get(survivor.incident_id)
+            if waited is not None and mine is not None and waited[0] < mine[0]:
+                self._waiting[survivor.incident_id] = waited  # the wait is not extended
             del self._incidents[other.incident_id]
         return survivor
 
@@ -533,6 +569,7 @@ class IncidentGrouper:
 
     def _drop(self, incident: _Incident) -> None:
         del self._incidents[incident.incident_id]
+        self._waiting.pop(incident.incident_id, None)
         for pid in incident.patterns:
             self._of_pattern.pop(pid, None)
             self._close_pattern(pid)

@@ -98,11 +98,21 @@ class IncidentStageSettings(BaseModel):
     # The grouping (detectors/incidents.py).
     min_shared: int = Field(default=1, ge=1, description="named events shared to merge")
     growth_factor: float = Field(default=2.0, gt=1)
+    group_wait_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="event time a new incident waits for its attack's other patterns "
+        "before its first record",
+    )
     kafka: dict[str, str] = Field(default_factory=dict)
     sasl_password: SecretStr | None = None
 
     def incident_config(self) -> IncidentConfig:
-        return IncidentConfig(min_shared=self.min_shared, growth_factor=self.growth_factor)
+        return IncidentConfig(
+            min_shared=self.min_shared,
+            growth_factor=self.growth_factor,
+            group_wait_s=self.group_wait_s,
+        )
 
     @property
     def state_topic_name(self) -> str:
@@ -117,7 +127,12 @@ class IncidentStageSettings(BaseModel):
         return f"vigil-incidents-{self.group}-{member}"
 
     def fingerprint(self) -> str:
-        return fingerprint(self.incident_config())
+        # group_wait_s only delays reports, it never changes what the state means: it is
+        # left out, so that snapshots from before it existed, or made under another
+        # value, restore.
+        config = self.incident_config()
+        text = repr(config).replace(f", group_wait_s={config.group_wait_s!r}", "")
+        return fingerprint(_Verbatim(text))
 
     def stage_settings(self) -> PatternStageSettings:
         """The same loop's settings as ``vigil patterns`` has them: the pattern topic is
@@ -154,6 +169,16 @@ def load_incident_settings(
 
 
 # -- incident alerts (pure) -----------------------------------------------------------------
+
+
+class _Verbatim:
+    """An object whose repr is the given text (what ``fingerprint`` hashes)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def incident_alert(update: IncidentUpdate, config: IncidentConfig) -> dict[str, Any]:

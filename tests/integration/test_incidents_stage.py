@@ -90,6 +90,7 @@ def test_an_attack_over_two_partitions_is_one_incident_across_restarts(
             "group": unique_name("incidents"),
             "exit_when_idle": 2.0,
             "session_timeout_ms": 6000,
+            "group_wait_s": 0.0,  # reported at once, so that part one has its record
         },
         env={},
     )

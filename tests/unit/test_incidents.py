@@ -318,3 +318,81 @@ def test_a_snapshot_from_before_value_links_still_links_after_restore() -> None:
     old.__setstate__(state)
     old.observe(example_record(pa(2), ["device:d1", "cohort:new_account"], events("x", 6)))
     assert old.open_incidents == 1
+
+
+WAIT = IncidentConfig(group_wait_s=600.0)
+
+
+def test_an_incident_waits_for_its_attacks_other_patterns_before_its_first_record() -> None:
+    grouper = IncidentGrouper(WAIT)
+    first = example_record(pa(1), ["device:d1"], events("a", 5), t=T0)
+    assert grouper.observe(first) == []  # waiting: nothing reported yet
+    # Another pattern of the attack joins within the wait (it names the same events).
+    second = example_record(pa(2), ["ip24:10.0.0"], events("a", 5, start=3), t=T0 + 60.0)
+    assert grouper.observe(second) == []
+    assert grouper.open_incidents == 1
+    assert grouper.advance(first.updated_at + 599.0) == []
+    (new,) = grouper.advance(first.updated_at + 600.0)
+    assert (new.status, new.sequence) == ("new", 1)
+    assert {p.alert_id for p in new.patterns} == {pa(1), pa(2)}
+    # A record after the wait reports at once (here: growth of a reported incident).
+    later = example_record(pa(3), ["device:d1"], events("b", 20), t=T0 + 700.0)
+    assert [u.status for u in grouper.observe(later)] == ["growing"]
+
+
+def test_a_record_after_the_wait_reports_without_a_watermark() -> None:
+    grouper = IncidentGrouper(WAIT)
+    grouper.observe(example_record(pa(1), ["device:d1"], events("a", 5), t=T0))
+    late = example_record(pa(2), ["device:d1"], events("b", 5), t=T0 + 900.0)
+    assert [u.status for u in grouper.observe(late)] == ["new"]
+
+
+def test_an_attack_over_within_its_wait_is_still_reported_then_resolved() -> None:
+    grouper = IncidentGrouper(WAIT)
+    grouper.observe(example_record(pa(1), ["device:d1"], events("a", 5), t=T0))
+    done = example_record(pa(1), ["device:d1"], events("a", 5), status="resolved", sequence=2)
+    assert grouper.observe(done) == []
+    steps = grouper.advance(done.updated_at)
+    assert [(u.status, u.sequence) for u in steps] == [("new", 1), ("resolved", 2)]
+    assert grouper.open_incidents == 0
+
+
+def test_a_waiting_incident_that_absorbs_a_reported_one_reports_at_once() -> None:
+    grouper = IncidentGrouper(WAIT)
+    # Reported: its wait is over when its second record comes.
+    grouper.observe(example_record(pa(1), ["ip24:10.0.0"], events("x", 5), t=T0 + 100.0))
+    reported = grouper.observe(
+        example_record(pa(9), ["ip24:10.0.0"], events("x", 5, start=5), t=T0 + 800.0)
+    )
+    assert [u.status for u in reported] == ["new"]
+    # An older incident, still waiting, is linked to it by a pattern naming both's events:
+    # the older one survives, so it must be reported now, with the merge.
+    assert grouper.observe(example_record(pa(2), ["device:d2"], events("y", 5), t=T0 + 50.0)) == []
+    bridge = example_record(
+        pa(3), ["device:d2", "ip24:10.0.0"], [*events("y", 2), *events("x", 2)], t=T0 + 400.0
+    )
+    steps = grouper.observe(bridge)
+    assert sorted(u.status for u in steps) == ["new", "resolved"]
+    merged = next(u for u in steps if u.status == "resolved")
+    assert merged.merged_into == next(u for u in steps if u.status == "new").incident_id
+
+
+def test_a_snapshot_from_before_group_wait_restores() -> None:
+    grouper = IncidentGrouper()
+    grouper.observe(example_record(pa(1), ["device:d1"], events("d", 5)))
+    state = pickle.loads(pickle.dumps(grouper)).__dict__
+    del state["_waiting"]
+    old = IncidentGrouper.__new__(IncidentGrouper)
+    old.__setstate__(state)
+    assert old.advance(T0 + 10 * 86_400.0) == []
+    with pytest.raises(ValueError, match="group_wait_s"):
+        IncidentConfig(group_wait_s=-1.0)
+
+
+def test_a_wait_in_progress_survives_a_snapshot() -> None:
+    grouper = IncidentGrouper(WAIT)
+    first = example_record(pa(1), ["device:d1"], events("a", 5), t=T0)
+    assert grouper.observe(first) == []
+    restored = pickle.loads(pickle.dumps(grouper))
+    (new,) = restored.advance(first.updated_at + 600.0)
+    assert (new.status, new.patterns[0].alert_id) == ("new", pa(1))

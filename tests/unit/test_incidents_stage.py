@@ -219,3 +219,27 @@ def test_the_documented_incident_alert_is_valid_and_labels_can_name_it() -> None
     label = make_label(alert, "true_positive", "oncall", "2026-11-02T04:00:00.000Z")
     validate_label(label)
     assert Draft202012Validator(load_schema(LABEL_SCHEMA)).is_valid(label)
+
+
+def test_group_wait_reaches_the_grouper_and_leaves_the_fingerprint_alone() -> None:
+    from stream.checkpoint import fingerprint
+
+    base = {"bootstrap": "b:1", "pattern_topic": "p", "alerts_topic": "a", "group": "g"}
+    default = load_incident_settings(base, env={})
+    assert default.incident_config().group_wait_s == 300.0
+    changed = load_incident_settings({**base, "group_wait_s": 0.0}, env={})
+    assert changed.incident_config().group_wait_s == 0.0
+    # Snapshots made before group_wait_s existed (or under another value) still restore.
+    before = "IncidentConfig(min_shared=1, growth_factor=2.0, examples=10, top_features=5, "
+    before += "max_listed=50, max_open=10000, max_closed=200000)"
+
+    class Old:
+        def __repr__(self) -> str:
+            return before
+
+    assert default.fingerprint() == changed.fingerprint() == fingerprint(Old())
+    assert load_incident_settings({**base, "min_shared": 2}, env={}).fingerprint() != (
+        default.fingerprint()
+    )
+    with pytest.raises(ConfigError, match="group_wait_s"):
+        load_incident_settings({**base, "group_wait_s": -5}, env={})

@@ -78,11 +78,15 @@ class EventTimeAlignment(Generic[R]):
     ([(1, 45), (0, 50)], set())
     """
 
-    def __init__(self, max_skew_ms: int) -> None:
+    def __init__(self, max_skew_ms: int, pause_at: int = 1) -> None:
         if max_skew_ms < 0:
             raise ValueError(f"max_skew_ms must be >= 0, got {max_skew_ms}")
+        if pause_at < 1:
+            raise ValueError(f"pause_at must be >= 1, got {pause_at}")
         self.max_skew_ms = max_skew_ms
+        self.pause_at = pause_at
         self._held: dict[PartitionKey, deque[R]] = {}
+        self._paused: set[PartitionKey] = set()
         self._last: dict[PartitionKey, int] = {}  # record time of the last one released
 
     @property
@@ -91,8 +95,14 @@ class EventTimeAlignment(Generic[R]):
         return sum(len(q) for q in self._held.values())
 
     def paused(self) -> set[PartitionKey]:
-        """The partitions that hold records: the caller keeps them paused."""
-        return set(self._held) - {_UNPLACED}
+        """The partitions to keep paused: from when they hold ``pause_at`` records until
+        they hold none (pausing purges librdkafka's prefetched records, which a resume
+        fetches again: pausing at the first held record would do that at every step)."""
+        held = self._held
+        self._paused = {k for k in self._paused if k in held}
+        self._paused |= {k for k, q in held.items() if len(q) >= self.pause_at}
+        self._paused.discard(_UNPLACED)
+        return set(self._paused)
 
     def release(self, records: Sequence[R], more: Collection[PartitionKey] = ()) -> list[R]:
         """Records to process now, from those held and ``records`` (one consume's worth,
@@ -160,6 +170,7 @@ class EventTimeAlignment(Generic[R]):
         for key in partitions:
             self._held.pop(key, None)
             self._last.pop(key, None)
+            self._paused.discard(key)
 
 
 _NO_LIMIT = 2**63

@@ -99,6 +99,12 @@ def consumer_config(settings: ClientSettings) -> dict[str, Any]:
         "session.timeout.ms": settings.session_timeout_ms,
         # Alerts and state written in transactions are read only once committed.
         "isolation.level": "read_committed",
+        # A partition resumed after event-time alignment paused it (stream/alignment.py)
+        # is fetched in the next fetch request; with the 500 ms default that request can
+        # wait on the broker's long poll for the partitions that have nothing: a 30k-event
+        # backlog over 3 partitions was read at 9k records/s aligned, 20k with 50 ms
+        # (17k-22k unaligned).
+        "fetch.wait.max.ms": 50,
     }
     if settings.group_instance_id is not None:
         config["group.instance.id"] = settings.group_instance_id

@@ -331,7 +331,9 @@ class Service:
         self.guard = LearningGuard()
         skew = settings.max_event_time_skew_s
         self.alignment: EventTimeAlignment[Message] | None = (
-            None if skew is None else EventTimeAlignment(round(skew * 1000.0))
+            None
+            if skew is None
+            else EventTimeAlignment(round(skew * 1000.0), pause_at=settings.batch_size)
         )
         self._paused: set[tuple[str, int]] = set()
         # Partition -> time.monotonic() it last delivered a record (or was assigned).

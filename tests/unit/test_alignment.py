@@ -84,12 +84,12 @@ def lateness_ms(released: list[Rec]) -> int:
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("fetch", [50, 700])
+@pytest.mark.parametrize(("fetch", "pause_at"), [(50, 1), (700, 1), (700, 500)])
 def test_records_come_out_once_in_partition_order_and_never_far_behind(
-    seed: int, fetch: int
+    seed: int, fetch: int, pause_at: int
 ) -> None:
     log = backlog(seed)
-    align: EventTimeAlignment[Rec] = EventTimeAlignment(SKEW_MS)
+    align: EventTimeAlignment[Rec] = EventTimeAlignment(SKEW_MS, pause_at=pause_at)
     released = drain(log, align, fetch)
     assert sorted(released, key=lambda r: (r.p, r.offset)) == [r for p in log for r in log[p]]
     for p in log:
@@ -134,3 +134,20 @@ def test_hold_keeps_records_until_released() -> None:
     assert align.paused() == {("events", 0)}
     with pytest.raises(ValueError, match="max_skew_ms"):
         EventTimeAlignment(-1)
+
+
+def test_a_partition_is_paused_from_pause_at_held_records_until_it_holds_none() -> None:
+    align: EventTimeAlignment[Rec] = EventTimeAlignment(SKEW_MS, pause_at=3)
+    more = {("events", 1)}
+    ahead = [Rec(0, i, 10_000_000 + i * 100_000) for i in range(5)]
+    align.release(ahead[:2], more)  # partition 1 never heard from: all held
+    assert (align.held, align.paused()) == (2, set())
+    align.release(ahead[2:], more)
+    assert align.paused() == {("events", 0)}
+    # Partition 1 catches up to all but the last: still paused while it holds any.
+    align.release([Rec(1, 0, 10_250_000)], more)
+    assert (align.held, align.paused()) == (1, {("events", 0)})
+    align.release([Rec(1, 1, 10_400_000)], more)
+    assert (align.held, align.paused()) == (0, set())
+    with pytest.raises(ValueError, match="pause_at"):
+        EventTimeAlignment(SKEW_MS, pause_at=0)

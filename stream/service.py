@@ -87,7 +87,7 @@ class ConsumerLike(Protocol):
 # How long event-time alignment waits on a partition that has records to come but
 # delivers none (see Service._more). Wall-clock, but it only orders partitions: no score
 # depends on it.
-ALIGNMENT_WAIT_S = 2.0
+ALIGNMENT_WAIT_S = 10.0
 
 
 @dataclass
@@ -556,8 +556,10 @@ class Service:
         log.error("service.batch_given_up", reason=reason)
 
     def _rewind(self, consumer: ConsumerLike) -> None:
-        # Held records are re-read from the committed offsets like the rest.
-        self._unhold(consumer, set(self._paused))
+        # Held records are re-read from the committed offsets like the rest: all of them,
+        # paused or not (a held record kept across the seek would be processed before the
+        # earlier ones read again, which would then be skipped as seen).
+        self._unhold(consumer, set(self.owned.states) | self._paused)
         self.owned.rewind(consumer)
         self._refresh_ready()
 

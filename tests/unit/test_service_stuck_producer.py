@@ -104,11 +104,24 @@ class TxnProducer:
         self._records, self._offsets = [], []
 
 
-class GroupMember:
-    """Owns every input partition; reads from where it is assigned or seeked."""
+@dataclass
+class TimedMessage(FakeMessage):
+    _ts: int = 0
 
-    def __init__(self, broker: Broker, per_partition: int) -> None:
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+
+class GroupMember:
+    """Owns every input partition; reads from where it is assigned or seeked. A record's
+    timestamp is its offset times its partition's ``ms_per_record`` (event-time
+    alignment then holds back the partition whose time runs faster)."""
+
+    def __init__(
+        self, broker: Broker, per_partition: int, ms_per_record: dict[int, int] | None = None
+    ) -> None:
         self.broker, self.per_partition = broker, per_partition
+        self.ms_per_record = ms_per_record or {}
         self.positions: dict[int, int] = {}
         self.paused: set[int] = set()
 
@@ -132,13 +145,17 @@ class GroupMember:
             offset = max(self.broker.offsets.get(partition.partition, 0), 0)
         self.positions[partition.partition] = offset
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[TimedMessage]:
         out = []
         for p, at in sorted(self.positions.items()):
             if p in self.paused:
                 continue
             values = self.broker.inputs[p][at : at + self.per_partition]
-            out += [FakeMessage(INPUT, p, at + i, v) for i, v in enumerate(values)]
+            step = self.ms_per_record.get(p, 1)
+            out += [
+                TimedMessage(INPUT, p, at + i, v, _ts=1_700_000_000_000 + (at + i) * step)
+                for i, v in enumerate(values)
+            ]
             self.positions[p] = at + len(values)
         return out
 
@@ -185,7 +202,10 @@ def _inputs() -> dict[int, list[bytes]]:
 
 
 def _run(
-    broker: Broker, stuck_at: int | None, monkeypatch: pytest.MonkeyPatch
+    broker: Broker,
+    stuck_at: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+    ms_per_record: dict[int, int] | None = None,
 ) -> list[TxnProducer]:
     producers = [TxnProducer(broker, stuck_at)]
 
@@ -215,7 +235,7 @@ def _run(
     )
     service = Service(
         settings,
-        consumer=cast(Any, GroupMember(broker, per_partition=50)),
+        consumer=cast(Any, GroupMember(broker, per_partition=50, ms_per_record=ms_per_record)),
         producer=cast(Any, producers[0]),
         delivery=ExactlyOnce(cast(Any, producers[0]), settings.flush_timeout_s),
         read_state=broker.read_state,
@@ -231,13 +251,19 @@ def _run(
     return producers
 
 
-def test_a_send_offsets_that_never_returns_is_replaced_and_nothing_is_lost(monkeypatch):
+# Partition 1's event time runs 20x faster: alignment holds its records back (fewer than
+# a batch, so without pausing it), and the rewind must drop them too, or the records read
+# again after the seek would be skipped as seen.
+@pytest.mark.parametrize("ms_per_record", [None, {0: 1_000, 1: 20_000}])
+def test_a_send_offsets_that_never_returns_is_replaced_and_nothing_is_lost(
+    monkeypatch, ms_per_record
+):
     undisturbed = Broker(_inputs())
-    assert len(_run(undisturbed, None, monkeypatch)) == 1
+    assert len(_run(undisturbed, None, monkeypatch, ms_per_record)) == 1
     assert undisturbed.offsets == {0: 600, 1: 600}
 
     broker = Broker(_inputs())
-    producers = _run(broker, 5, monkeypatch)  # batch 5: after the first snapshots
+    producers = _run(broker, 5, monkeypatch, ms_per_record)  # batch 5: after snapshots
     assert len(producers) == 2, "the stuck producer was not replaced"
     assert producers[0].sends == 5
     assert broker.offsets == {0: 600, 1: 600}

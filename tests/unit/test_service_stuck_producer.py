@@ -31,6 +31,19 @@ from tests.unit.fakes import FakeMessage
 INPUT = "events"
 GROUP = "g"
 STATE = f"{GROUP}.state"
+# A service that alerts and snapshots within a few hundred events (these tests and
+# tests/unit/test_shutdown.py).
+SMALL_SERVICE: dict[str, Any] = {
+    "bootstrap": "unused:1",
+    "input_topic": INPUT,
+    "alerts_topic": "alerts",
+    "dlq_topic": "dlq",
+    "group": GROUP,
+    "warmup": 20,
+    "window_size": 20,
+    "quantile": 0.98,
+    "checkpoint_every": 200,
+}
 
 
 @dataclass
@@ -218,15 +231,7 @@ def _run(
     monkeypatch.setattr("stream.delivery.STUCK_GRACE_S", 0.2)
     settings = load_settings(
         {
-            "bootstrap": "unused:1",
-            "input_topic": INPUT,
-            "alerts_topic": "alerts",
-            "dlq_topic": "dlq",
-            "group": GROUP,
-            "warmup": 20,
-            "window_size": 20,
-            "quantile": 0.98,
-            "checkpoint_every": 200,
+            **SMALL_SERVICE,
             "flush_timeout_s": 0.2,
             "exit_when_idle": 0.05,
             "metrics_port": 0,

@@ -26,8 +26,7 @@ from stream.service import RunSummary, Service, ShutdownWatchdog
 from stream.settings import load_settings
 from tests.integration.service_runner import ROOT
 from tests.unit.test_service_stuck_producer import (
-    GROUP,
-    INPUT,
+    SMALL_SERVICE,
     Broker,
     GroupMember,
     TxnProducer,
@@ -133,15 +132,7 @@ class LeavingMember(GroupMember):
 def _service(broker: Broker, producer: TxnProducer, **extra: Any) -> Service:
     settings = load_settings(
         {
-            "bootstrap": "unused:1",
-            "input_topic": INPUT,
-            "alerts_topic": "alerts",
-            "dlq_topic": "dlq",
-            "group": GROUP,
-            "warmup": 20,
-            "window_size": 20,
-            "quantile": 0.98,
-            "checkpoint_every": 200,
+            **SMALL_SERVICE,
             # Production's: only the shutdown deadline may cut the calls short.
             "flush_timeout_s": 30.0,
             "metrics_port": 0,

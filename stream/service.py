@@ -605,10 +605,14 @@ class Service:
             more = set()
             for tp in positions:
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset < 0:  # not read yet: unless the log is known to be empty
+                offset = tp.offset
+                if offset < 0:  # not read yet: it starts where its state resumed
+                    state = self.owned.states.get((tp.topic or "", tp.partition or 0))
+                    offset = state.next_offset if state is not None else -1
+                if offset < 0:  # nor that known: unless the log is known to be empty
                     ahead = high < 0 or low < 0 or high > low
                 else:
-                    ahead = high < 0 or tp.offset < high
+                    ahead = high < 0 or offset < high
                 if ahead:
                     more.add((tp.topic or "", tp.partition or 0))
             return more

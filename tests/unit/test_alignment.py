@@ -4,11 +4,18 @@ partition's order kept, and no record released far behind what other partitions 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
+from confluent_kafka import TopicPartition
 
+from detectors.scoring import EventScorer
 from stream.alignment import EventTimeAlignment
+from stream.partition_state import PartitionState
+from stream.service import Service
+from stream.settings import load_settings
 
 SKEW_MS = 60_000
 
@@ -151,3 +158,28 @@ def test_a_partition_is_paused_from_pause_at_held_records_until_it_holds_none() 
     assert (align.held, align.paused()) == (0, set())
     with pytest.raises(ValueError, match="pause_at"):
         EventTimeAlignment(SKEW_MS, pause_at=0)
+
+
+class _Lags:
+    """A consumer that has read nothing yet, over a log of 100 records per partition."""
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+    def get_watermark_offsets(self, partition: Any, **kwargs: Any) -> tuple[int, int]:
+        return (0, 100)
+
+
+def test_a_partition_resumed_at_its_end_does_not_hold_the_others_back() -> None:
+    # Restarted after reading everything: the state resumes at offset 100 = the end, so
+    # nothing is to come from it; another resumed at 50 has records to come.
+    settings = load_settings(
+        {"bootstrap": "b:1", "input_topic": "events", "alerts_topic": "a", "dlq_topic": "d",
+         "group": "g", "metrics_port": None},
+        env={},
+    )  # fmt: skip
+    service = Service(settings, consumer=cast(Any, _Lags()))
+    for partition, start in ((0, 100), (1, 50)):
+        state = PartitionState("events", partition, EventScorer(), next_offset=start)
+        service.owned.states[("events", partition)] = state
+    assert service._more(cast(Any, _Lags()), time.monotonic()) == {("events", 1)}

@@ -85,3 +85,49 @@ def test_arrival_kinds_reach_the_scorer():
     assert (
         scoring_config(load_settings({**REQUIRED, "arrival_kinds": []}, env={})).arrival_kinds == ()
     )
+
+
+def test_a_replay_runs_the_live_settings_without_metrics_or_alignment(tmp_path):
+    from stream.replay import replay_settings
+
+    live = tmp_path / "vigil.toml"
+    live.write_text("metrics_port = 9400\nmax_event_time_skew_s = 60.0\nquantile = 0.99\n")
+    settings = replay_settings("b:1", "events", None, live)
+    assert settings.quantile == 0.99  # the live service's scoring
+    assert settings.metrics_port is None
+    assert settings.max_event_time_skew_s is None
+    assert settings.guarantee == "at-least-once"
+    assert not settings.observations
+
+
+def test_a_replay_file_does_not_depend_on_the_order_partitions_were_met(tmp_path):
+    import io
+    import random
+
+    import orjson
+
+    from stream.replay import ReplaySink
+
+    alerts = [
+        {
+            "alert_id": f"al-{p}-{o}",
+            "occurred_at": f"2026-11-02T00:00:{o % 60:02d}.000Z",
+            "source": {"topic": "events", "partition": p, "offset": o},
+        }
+        for p in range(3)
+        for o in range(40)
+    ]
+    files = []
+    for seed in range(3):
+        shuffled = alerts[:]
+        random.Random(seed).shuffle(shuffled)
+        out = io.BytesIO()
+        sink = ReplaySink("alerts", out)
+        for alert in shuffled:
+            sink.produce("alerts", key=alert["alert_id"].encode(), value=orjson.dumps(alert))
+        sink.write_out()
+        files.append(out.getvalue())
+    assert files[0] == files[1] == files[2]
+    lines = [orjson.loads(line) for line in files[0].splitlines()]
+    assert len(lines) == len(alerts)
+    assert [a["occurred_at"] for a in lines] == sorted(a["occurred_at"] for a in alerts)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from stream.settings import ConfigError, load_settings
@@ -108,7 +110,7 @@ def test_a_replay_file_does_not_depend_on_the_order_partitions_were_met(tmp_path
 
     from stream.replay import ReplaySink
 
-    alerts = [
+    alerts: list[dict[str, Any]] = [
         {
             "alert_id": f"al-{p}-{o}",
             "occurred_at": f"2026-11-02T00:00:{o % 60:02d}.000Z",

@@ -33,11 +33,9 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar
 
 PartitionKey = tuple[str, int]
-# Where hold() keeps consumer errors and records without a partition.
-_UNPLACED: PartitionKey = ("", -1)
 
 
 class RecordLike(Protocol):
@@ -101,7 +99,6 @@ class EventTimeAlignment(Generic[R]):
         held = self._held
         self._paused = {k for k in self._paused if k in held}
         self._paused |= {k for k, q in held.items() if len(q) >= self.pause_at}
-        self._paused.discard(_UNPLACED)
         return set(self._paused)
 
     def release(self, records: Sequence[R], more: Collection[PartitionKey] = ()) -> list[R]:
@@ -114,9 +111,6 @@ class EventTimeAlignment(Generic[R]):
         """
         released: list[R] = []
         queues = self._held
-        unplaced = queues.pop(_UNPLACED, None)
-        if unplaced:
-            released.extend(unplaced)
         for record in records:
             topic, partition = record.topic(), record.partition()
             if record.error() is not None or topic is None or partition is None:
@@ -152,17 +146,6 @@ class EventTimeAlignment(Generic[R]):
             if key in more:  # its next record, not in hand, is no earlier than this one
                 limit = min(limit, last.get(key, _NEVER) + skew)
         return released
-
-    def hold(self, records: Sequence[R]) -> None:
-        """Keep ``records`` without releasing anything."""
-        for record in records:
-            topic, partition = record.topic(), record.partition()
-            unplaced = record.error() is not None or topic is None or partition is None
-            key = _UNPLACED if unplaced else (cast(str, topic), cast(int, partition))
-            queue = self._held.get(key)
-            if queue is None:
-                queue = self._held[key] = deque()
-            queue.append(record)
 
     def drop(self, partitions: Iterable[PartitionKey]) -> None:
         """Forget ``partitions`` and what is held of them (revoked or lost: read again by

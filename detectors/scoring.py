@@ -379,14 +379,16 @@ class EventScorer:
         getters: dict[str, Callable[[Mapping[str, float]], tuple[float, ...]]] = {}
         for i, event in enumerate(events):
             try:
-                features = extract(event)
+                # Event time parsed once, for the features and the arrivals alike.
+                t = event_time_s(event["occurred_at"])
+                features = extract(event, t)
                 event_type: str = event["event_type"]
                 getter = getters.get(event_type)
                 if getter is None:
                     getter = getters[event_type] = self._model(event_type).values
                 values = getter(features)
                 if track is not None:
-                    arrivals_of[i] = track(event, event_time_s(event["occurred_at"]))
+                    arrivals_of[i] = track(event, t)
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue

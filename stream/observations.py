@@ -113,12 +113,15 @@ def observation_records(
     if not 0.0 < normal_rate <= 1.0:
         raise ValueError(f"normal_rate must be within (0, 1], got {normal_rate}")
     event_id: str = event["event_id"]
-    records = _arrival_records(event, scored, source) if scored.arrivals else []
     # Anomalous to the pattern stage: an alert or, below that, a suspicious score.
     flagged = scored.is_anomaly or scored.is_suspicious
-    if not flagged and not sampled(event_id, normal_rate):
-        return records
+    kept = flagged or sampled(event_id, normal_rate)
+    if not kept and not scored.arrivals:
+        return []
     t = event_time_s(event["occurred_at"])
+    records = _arrival_records(event, scored, source, t) if scored.arrivals else []
+    if not kept:
+        return records
     body: dict[str, Any] = {"v": OBSERVATION_VERSION, "t": t}
     if flagged:
         body.update(
@@ -139,12 +142,12 @@ def observation_records(
 
 
 def _arrival_records(
-    event: Mapping[str, Any], scored: Scored, source: SourceCoordinates
+    event: Mapping[str, Any], scored: Scored, source: SourceCoordinates, t: float
 ) -> list[tuple[bytes, bytes]]:
     value = orjson.dumps(
         {
             "v": OBSERVATION_VERSION,
-            "t": event_time_s(event["occurred_at"]),
+            "t": t,
             "n": True,
             "id": event["event_id"],
             "type": scored.event_type,

@@ -162,10 +162,12 @@ class FeatureExtractor:
         if "user_new_device" not in state:  # a checkpoint from before session newness
             self._init_newcomers(self.user_devices._table.max_keys)
 
-    def extract(self, event: Mapping[str, Any]) -> dict[str, float]:
-        """Raw (unsquashed) features of ``event``; updates the state with it."""
+    def extract(self, event: Mapping[str, Any], t: float | None = None) -> dict[str, float]:
+        """Raw (unsquashed) features of ``event``; updates the state with it. ``t``: its
+        event time in seconds, when the caller has parsed ``occurred_at`` already."""
         event_type: str = event["event_type"]
-        t = event_time_s(event["occurred_at"])
+        if t is None:
+            t = event_time_s(event["occurred_at"])
         entities: Mapping[str, Any] = event["entities"]
         context: Mapping[str, Any] = event["context"]
         payload: Mapping[str, Any] = event["payload"]

@@ -101,10 +101,10 @@ def test_bad_records_go_to_dead_letters_with_reason_and_offsets_advance():
 
 
 def test_a_record_that_breaks_scoring_is_dead_lettered_not_fatal(monkeypatch):
-    def explode(self, event):
+    def explode(self, event, t=None):
         if event["event_id"].endswith("-3"):
             raise ZeroDivisionError("boom")
-        return original(self, event)
+        return original(self, event, t)
 
     from detectors.features import FeatureExtractor
 

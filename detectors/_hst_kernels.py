@@ -38,10 +38,13 @@ Missing values. A NaN value of the split feature descends to the child with the 
 It is only ever applied where those masses are exact (below an open node, or in arrival
 order while parked events are pushed), so it decides as it would with full counting.
 
-Batches. Splits never change, so where each row of a block goes down each tree is found
-first, level by level across all (row, tree) pairs, with prefetches (:func:`_paths`); the
-in-order pass that scores and counts then follows known paths through nodes in cache
-instead of waiting on one chain of dependent loads per tree.
+Batches. Trees are independent of each other, so a batch is cut into segments that stay
+inside one window, and each segment is run tree by tree: a tree's hot nodes stay in cache
+across the segment's rows (row by row across all trees evicted them: 25 trees of height 15
+are 26 MB). Splits never change, so where each row of a segment goes down a tree is found
+first, level by level across the rows, with prefetches (:func:`_tree_paths`); the in-order
+pass that scores and counts then follows known paths instead of waiting on one chain of
+dependent loads per walk.
 
 The scalar state is a small int64 array ``clock = [gen, counter, first_window, deepest]``
 that the kernels update in place (``deepest``: how deep the last block's walks went).
@@ -70,7 +73,7 @@ NODE_SIZE = NODE.itemsize
 MAX_FEATURES = 2**15 - 1
 MAX_WINDOW = 2**16 - 1
 SWEEP_EVERY = 2**14
-BLOCK = 32
+SEGMENT = 256
 
 GEN = 0
 COUNTER = 1
@@ -238,51 +241,6 @@ def _child(
 
 
 @njit(cache=True)
-def _paths(
-    rows: FloatArray,
-    start: int,
-    stop: int,
-    nodes: NodeArray,
-    depth: int,
-    ahead: IntArray,
-    reach: IntArray,
-) -> None:
-    """Where rows ``start:stop`` get to ``depth`` levels down every tree (node ``ahead``).
-
-    Splits never change, so paths do not depend on what is learned and can be found before
-    the in-order pass. Walking level by level across all (row, tree) pairs gives the CPU
-    many independent loads to overlap (and prefetches the next level), where one walk is a
-    chain of dependent loads; the in-order pass then follows known paths through nodes
-    already in cache (it walks on by itself below ``depth``). A path stops at a NaN, whose
-    way down depends on the masses at that moment: ``reach`` is the depth of ``ahead``.
-    """
-    n_trees = nodes.shape[0]
-    base = nodes.ctypes.data
-    width = nodes.shape[1]
-    for r in range(stop - start):
-        for t in range(n_trees):
-            ahead[r, t] = 1
-            reach[r, t] = depth
-    for d in range(depth):
-        for r in range(stop - start):
-            i = start + r
-            for t in range(n_trees):
-                k = ahead[r, t]
-                nd = nodes[t, k]
-                v = rows[i, nd.feature]
-                if v == v:
-                    k = 2 * k + int(v >= nd.threshold)
-                    ahead[r, t] = k
-                    # Ask for the next level's node now: by the time this pair comes
-                    # round again the other pairs' work has hidden the memory latency.
-                    # (mypy sees the intrinsic's typing signature, not its jitted one.)
-                    _prefetch(base + NODE_SIZE * (t * width + k))  # type: ignore[call-arg]
-                elif reach[r, t] == depth:
-                    # The first NaN on the way: the path stays at k from here on.
-                    reach[r, t] = d
-
-
-@njit(cache=True)
 def _open(
     nodes: NodeArray,
     park: IntArray,
@@ -357,6 +315,49 @@ def _resume(
 
 
 @njit(cache=True)
+def _tree_paths(
+    src: FloatArray,
+    sd: int,
+    first: int,
+    count: int,
+    nodes: NodeArray,
+    t: int,
+    depth: int,
+    ahead: IntArray,
+    reach: IntArray,
+) -> None:
+    """Where events ``first:first + count`` of ``src[sd]`` get to ``depth`` levels down tree
+    ``t`` (node ``ahead``).
+
+    Splits never change, so paths do not depend on what is learned and can be found before
+    the in-order pass. Walking level by level across the rows gives the CPU many
+    independent loads to overlap (and prefetches the next level), where one walk is a
+    chain of dependent loads; the in-order pass then follows known paths through nodes
+    already in cache (it walks on by itself below ``depth``). A path stops at a NaN, whose
+    way down depends on the masses at that moment: ``reach`` is the depth of ``ahead``.
+    """
+    base = nodes.ctypes.data + NODE_SIZE * t * nodes.shape[1]
+    for r in range(count):
+        ahead[r] = 1
+        reach[r] = depth
+    for d in range(depth):
+        for r in range(count):
+            k = ahead[r]
+            nd = nodes[t, k]
+            v = src[sd, first + r, nd.feature]
+            if v == v:
+                k = 2 * k + int(v >= nd.threshold)
+                ahead[r] = k
+                # Ask for the next level's node now: by the time this row comes round
+                # again the other rows' work has hidden the memory latency.
+                # (mypy sees the intrinsic's typing signature, not its jitted one.)
+                _prefetch(base + NODE_SIZE * k)  # type: ignore[call-arg]
+            elif reach[r] == depth:
+                # The first NaN on the way: the path stays at k from here on.
+                reach[r] = d
+
+
+@njit(cache=True)
 def run_rows(
     rows: FloatArray,
     nodes: NodeArray,
@@ -376,8 +377,12 @@ def run_rows(
     With both flags each row is scored before it is learned, and the window swaps between
     rows exactly where river swaps, so a batch gives the per-event scores whatever its
     length or alignment with the window. ``park`` and ``window`` hold two windows, indexed
-    by the parity of the window number; a row only scored sits in the slot the next
-    learned row will take.
+    by the parity of the window number.
+
+    Trees are independent of each other, so the rows are taken in segments that stay
+    inside one window, and each segment tree by tree: a tree's nodes stay in cache across
+    the segment's rows, where going row by row across all trees evicts them. Within a tree
+    the rows go in arrival order, which is all that per-event semantics ask.
 
     Per row and tree, scoring sums ``r_mass * 2**depth`` (river: along the walk; paper: at
     its end) and stops at the first node with ``r_mass < size_limit``, which for integer
@@ -392,124 +397,144 @@ def run_rows(
     with that rare code inside the loop it ran at half speed.
     """
     n_trees = nodes.shape[0]
+    n_features = rows.shape[1]
     if paper:
         max_score = float(n_trees) * float(window_size) * float(2**height)
     else:
         max_score = float(n_trees) * float(window_size) * float(2 ** (height + 1) - 1)
-    ahead = np.empty((BLOCK, n_trees), dtype=np.int64)
-    reach = np.empty((BLOCK, n_trees), dtype=np.int64)
+    ahead = np.empty(SEGMENT, dtype=np.int64)
+    reach = np.empty(SEGMENT, dtype=np.int64)
+    totals = np.empty(SEGMENT, dtype=np.int64)
+    # Rows only scored are walked from here (learned rows from their slot in ``window``).
+    scratch = np.empty((1, SEGMENT, n_features), dtype=np.float64)
     gen = clock[GEN]
     e = clock[COUNTER]
     first = clock[FIRST_WINDOW] != 0
     deepest = clock[DEEPEST]
-    for i in range(rows.shape[0]):
-        r = i % BLOCK
+    i = 0
+    while i < rows.shape[0]:
         side = gen & 1
         g = np.uint16(gen & 0xFFFF)
-        if r == 0:
-            # Paths as deep as the deepest walk of the previous block: walks end where
-            # masses thin out, and a fixed depth either wastes work or falls short.
-            depth = min(deepest, height)
-            deepest = 0
-            _paths(rows, i, min(i + BLOCK, rows.shape[0]), nodes, depth, ahead, reach)
+        count = min(rows.shape[0] - i, SEGMENT)
+        if do_learn:
+            count = min(count, window_size - e)
+            src = window
+            sd = side
+            e0 = e
+        else:
+            src = scratch
+            sd = 0
+            e0 = 0
+        for r in range(count):
+            for f in range(n_features):
+                src[sd, e0 + r, f] = rows[i + r, f]
         scoring = do_score and not first
-        total = np.int64(0)
-        if scoring or do_learn:
-            for f in range(rows.shape[1]):
-                window[side, e, f] = rows[i, f]
+        # Paths as deep as the deepest walk of the previous segment: walks end where
+        # masses thin out, and a fixed depth either wastes work or falls short.
+        depth = min(deepest, height)
+        deepest = 0
+        for r in range(count):
+            totals[r] = 0
         for t in range(n_trees if scoring or do_learn else 0):
-            known = reach[r, t]
-            end = ahead[r, t]
-            k = 1
-            d = 0
-            weight = 1  # 2**depth
-            score_on = scoring
-            learn_on = do_learn
-            if score_on and learn_on:
-                # The usual stretch: nodes held open by their reference mass, so both
-                # scoring and learning go on, along the known path (no leaf, no NaN).
-                while d < known:
-                    nd = nodes[t, k]
-                    age = np.uint16(g - nd.stamp)
-                    cnt = np.int64(nd.cnt)
-                    old = cnt if age == 1 else np.int64(0)
-                    mass = np.int64(nd.prev) if age == 0 else old
-                    if mass < open_at:
-                        break
-                    if not paper:
-                        total += mass * weight
-                    if age != 0:
-                        nd.prev = old
-                        nd.stamp = g
-                        cnt = np.int64(0)
-                    nd.cnt = cnt + 1
-                    d += 1
-                    k = end >> (known - d)
-                    weight *= 2
-            counted = False  # node k already scored and counted (back from an opening)
-            while True:
-                stop = 0  # 1: node k just opened, 2: NaN on the way down from k
-                while True:
-                    if not counted:
+            _tree_paths(src, sd, e0, count, nodes, t, depth, ahead, reach)
+            for r in range(count):
+                ee = e0 + r
+                known = reach[r]
+                end = ahead[r]
+                k = 1
+                d = 0
+                weight = 1  # 2**depth
+                total = np.int64(0)
+                score_on = scoring
+                learn_on = do_learn
+                if score_on and learn_on:
+                    # The usual stretch: nodes held open by their reference mass, so both
+                    # scoring and learning go on, along the known path (no leaf, no NaN).
+                    while d < known:
                         nd = nodes[t, k]
                         age = np.uint16(g - nd.stamp)
                         cnt = np.int64(nd.cnt)
                         old = cnt if age == 1 else np.int64(0)
                         mass = np.int64(nd.prev) if age == 0 else old
-                        if score_on:
-                            if paper:
-                                # Tan et al.: only the node where the walk stops counts.
-                                if mass < open_at or d == height:
-                                    total += mass * weight
-                                    score_on = False
-                            else:
-                                # river: every node on the way counts, the stop node too.
-                                total += mass * weight
-                                if mass < open_at:
-                                    score_on = False
-                        if learn_on:
-                            # Roll the node into the current window, count the event.
-                            if age != 0:
-                                nd.prev = old
-                                nd.stamp = g
-                                cnt = np.int64(0)
-                            cnt += 1
-                            nd.cnt = cnt
-                            held = mass >= open_at
-                            if d == height or (cnt < open_at and not held):
-                                park[side, t, e] = k
-                                learn_on = False
-                            elif cnt == open_at and not held:
-                                stop = 1
-                                break
-                    counted = False
-                    if d == height or not (score_on or learn_on):
-                        break
-                    if d < known:
-                        k = end >> (known - d - 1)
-                    else:
-                        v = window[side, e, nodes[t, k].feature]
-                        if v != v:
-                            stop = 2
+                        if mass < open_at:
                             break
-                        k = 2 * k + int(v >= nodes[t, k].threshold)
-                    d += 1
-                    weight *= 2
-                if stop == 1:
-                    _open(nodes, park, window, side, e, t, k, g)
-                    counted = True
-                    continue
-                if stop == 2:
-                    total += _resume(
-                        nodes, park, window, side, e, g, height, open_at, paper,
-                        t, k, d, weight, score_on, learn_on,
-                    )  # fmt: skip
-                break
-            deepest = max(deepest, d)
+                        if not paper:
+                            total += mass * weight
+                        if age != 0:
+                            nd.prev = old
+                            nd.stamp = g
+                            cnt = np.int64(0)
+                        nd.cnt = cnt + 1
+                        d += 1
+                        k = end >> (known - d)
+                        weight *= 2
+                counted = False  # node k already scored and counted (back from an opening)
+                while True:
+                    stop = 0  # 1: node k just opened, 2: NaN on the way down from k
+                    while True:
+                        if not counted:
+                            nd = nodes[t, k]
+                            age = np.uint16(g - nd.stamp)
+                            cnt = np.int64(nd.cnt)
+                            old = cnt if age == 1 else np.int64(0)
+                            mass = np.int64(nd.prev) if age == 0 else old
+                            if score_on:
+                                if paper:
+                                    # Tan et al.: only the node where the walk stops counts.
+                                    if mass < open_at or d == height:
+                                        total += mass * weight
+                                        score_on = False
+                                else:
+                                    # river: every node on the way counts, the stop node too.
+                                    total += mass * weight
+                                    if mass < open_at:
+                                        score_on = False
+                            if learn_on:
+                                # Roll the node into the current window, count the event.
+                                if age != 0:
+                                    nd.prev = old
+                                    nd.stamp = g
+                                    cnt = np.int64(0)
+                                cnt += 1
+                                nd.cnt = cnt
+                                held = mass >= open_at
+                                if d == height or (cnt < open_at and not held):
+                                    park[side, t, ee] = k
+                                    learn_on = False
+                                elif cnt == open_at and not held:
+                                    stop = 1
+                                    break
+                        counted = False
+                        if d == height or not (score_on or learn_on):
+                            break
+                        if d < known:
+                            k = end >> (known - d - 1)
+                        else:
+                            v = src[sd, ee, nodes[t, k].feature]
+                            if v != v:
+                                stop = 2
+                                break
+                            k = 2 * k + int(v >= nodes[t, k].threshold)
+                        d += 1
+                        weight *= 2
+                    if stop == 1:
+                        _open(nodes, park, window, side, ee, t, k, g)
+                        counted = True
+                        continue
+                    if stop == 2:
+                        total += _resume(
+                            nodes, park, src, sd, ee, g, height, open_at, paper,
+                            t, k, d, weight, score_on, learn_on,
+                        )  # fmt: skip
+                    break
+                totals[r] += total
+                deepest = max(deepest, d)
         if do_score:
-            out[i] = 1.0 - total / max_score if scoring else 0.0
+            for r in range(count):
+                out[i + r] = 1.0 - totals[r] / max_score if scoring else 0.0
+        i += count
         if do_learn:
-            e += 1
+            e += count
             if e == window_size:
                 gen += 1
                 e = 0

@@ -120,6 +120,9 @@ class BoundedSource:
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         assert self._consumer is not None
+        if self.exhausted:
+            # Nothing is assigned any more: a poll would only sit out its timeout.
+            return []
         kept: list[Message] = []
         for msg in self._consumer.consume(num_messages, timeout):
             error = msg.error()

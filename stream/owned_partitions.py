@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import structlog
 from confluent_kafka import KafkaException, TopicPartition
 
+from stream.gc_tuning import freeze_long_lived
 from stream.kafka_io import Record, next_offsets
 from stream.partition_state import PartitionState, ReadPartition, resume
 from stream.state_store import produce_state
@@ -153,6 +154,7 @@ class OwnedPartitions(Generic[M]):
                 from_offset=start,
                 replay_until=state.replay_until,
             )
+        freeze_long_lived()  # the restored states: see stream/gc_tuning.py
         return starts
 
     def revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:

@@ -45,6 +45,7 @@ from stream.delivery import (
 )
 from stream.faults import FaultInjector
 from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
+from stream.gc_tuning import freeze_long_lived, tune_collector
 from stream.kafka_io import (
     DeliveryTracker,
     Record,
@@ -405,6 +406,7 @@ class Service:
 
     def run(self) -> RunSummary:
         settings = self.settings
+        tune_collector()
         consumer, producer, delivery = self._clients()
         self._use(producer, delivery)
         delivery.start()
@@ -422,6 +424,7 @@ class Service:
                 self.metrics, self.health, settings.metrics_host, settings.metrics_port
             )
             log.info("http.listening", port=self.http_port)
+        freeze_long_lived()  # modules, settings, the labels and patterns read so far
         consumer.subscribe(
             [settings.input_topic],
             on_assign=self._on_assign,

@@ -10,11 +10,12 @@ the side of the split gives the direction.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from numba import njit
 
 from detectors.hst import HalfSpaceTrees
 from detectors.protocol import FloatArray
@@ -69,31 +70,24 @@ class PathExplainer:
             self.snapshot(det)
         assert self._arrays is not None
         features, values, r_mass = self._arrays
-        size_limit = 0.1 * det.window_size
-        credit: dict[int, float] = defaultdict(float)
-        upward: dict[int, float] = defaultdict(float)
-        n_nodes = features.shape[1]
-        for t in range(features.shape[0]):
-            node = 0
-            parent_mass = float(r_mass[t, 0])
-            while parent_mass >= size_limit:
-                feature = int(features[t, node])
-                if feature < 0:
-                    break
-                x = float(row[feature])
-                if math.isnan(x):
-                    break  # a missing value isolates nothing
-                went_high = x >= values[t, node]
-                child = 2 * node + (2 if went_high else 1)
-                if child >= n_nodes:
-                    break
-                child_mass = float(r_mass[t, child])
-                share = 1.0 - child_mass / parent_mass if parent_mass > 0 else 0.0
-                credit[feature] += share
-                upward[feature] += share if went_high else -share
-                node, parent_mass = child, child_mass
-        ranked = sorted(credit.items(), key=lambda item: (-item[1], item[0]))
-        total = sum(credit.values()) or 1.0
+        n_features = len(det.feature_names)
+        credit = np.zeros(n_features, dtype=np.float64)
+        upward = np.zeros(n_features, dtype=np.float64)
+        order = np.empty(n_features, dtype=np.int64)
+        found = _path_credits(
+            features,
+            values,
+            r_mass,
+            np.asarray(row, dtype=np.float64),
+            0.1 * det.window_size,
+            credit,
+            upward,
+            order,
+        )
+        # In the order features were first credited, as the sum always was: the same float.
+        credited = [(f, float(credit[f])) for f in order[:found].tolist()]
+        ranked = sorted(credited, key=lambda item: (-item[1], item[0]))
+        total = sum(c for _, c in credited) or 1.0
         return [
             PathCredit(
                 det.feature_names[f],
@@ -103,3 +97,52 @@ class PathExplainer:
             for f, c in ranked[:top]
             if c > 0
         ]
+
+
+@njit(cache=True)
+def _path_credits(
+    features: npt.NDArray[np.integer[Any]],
+    values: FloatArray,
+    r_mass: npt.NDArray[np.integer[Any]],
+    row: FloatArray,
+    size_limit: float,
+    credit: FloatArray,
+    upward: FloatArray,
+    order: npt.NDArray[np.int64],
+) -> int:
+    """Sum each split feature's share along every tree's path of ``row`` into ``credit``
+    (and, signed by the side taken, into ``upward``); ``order`` gets the features in the
+    order they were first credited. Returns how many were."""
+    found = 0
+    n_nodes = features.shape[1]
+    for t in range(features.shape[0]):
+        node = 0
+        parent_mass = float(r_mass[t, 0])
+        while parent_mass >= size_limit:
+            feature = features[t, node]
+            if feature < 0:
+                break
+            x = row[feature]
+            if x != x:
+                break  # a missing value isolates nothing
+            went_high = x >= values[t, node]
+            child = 2 * node + (2 if went_high else 1)
+            if child >= n_nodes:
+                break
+            child_mass = float(r_mass[t, child])
+            share = 1.0 - child_mass / parent_mass if parent_mass > 0 else 0.0
+            if found == 0 or not _listed(order, found, feature):
+                order[found] = feature
+                found += 1
+            credit[feature] += share
+            upward[feature] += share if went_high else -share
+            node, parent_mass = child, child_mass
+    return found
+
+
+@njit(cache=True)
+def _listed(order: npt.NDArray[np.int64], found: int, feature: int) -> bool:
+    for i in range(found):  # noqa: SIM110 - a loop numba compiles, unlike any(<generator>)
+        if order[i] == feature:
+            return True
+    return False

@@ -104,8 +104,17 @@ def replay_settings(
     # live service may be serving one on this host), and no event-time alignment: scores
     # are per partition, so the order across partitions changes nothing a replay writes;
     # each partition is read as fast as it comes (with alignment on by mistake, a replay
-    # ran at 5k instead of 28k records/s).
-    return settings.model_copy(update={"metrics_port": None, "max_event_time_skew_s": None})
+    # ran at 5k instead of 28k records/s). And none of the work whose only reader is the
+    # observations topic: the looser pattern bar (and the reasons of the events above it
+    # only) and arrival tracking (detectors/arrivals.py). Alerts never read either.
+    return settings.model_copy(
+        update={
+            "metrics_port": None,
+            "max_event_time_skew_s": None,
+            "suspicious_quantile": None,
+            "arrival_kinds": (),
+        }
+    )
 
 
 def replay_cli(argv: Sequence[str]) -> int:

@@ -45,8 +45,11 @@ class ScoreTap:
         self.inner = inner
         self.out = out
 
-    def score_batch(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Unscorable]:
-        results = self.inner.score_batch(events)
+    def score_batch(
+        self, events: Sequence[Mapping[str, Any]], exclude: Sequence[bool] | None = None
+    ) -> list[Scored | Unscorable]:
+        """:meth:`EventScorer.score_batch`, every scored event also written out."""
+        results = self.inner.score_batch(events, exclude)
         for event, result in zip(events, results, strict=True):
             if isinstance(result, Scored):
                 self.out.write(score_line(event, result) + b"\n")

@@ -349,3 +349,15 @@ def test_score_tap_writes_every_scored_event_and_changes_nothing(tmp_path):
     assert [r.score for r in records] == [s.score for s in plain]  # type: ignore[union-attr]
     assert {r.cohort for r in records} == {"new_account"}  # one user, minutes old
     assert {r.detector for r in records} == {"hst/1"}
+
+
+def test_score_tap_passes_the_learning_guard_through(tmp_path):
+    # The service always passes ``exclude``: the tap must take it and hand it on.
+    events = [make_event("payment.attempted", n, seconds=n * 30.0) for n in range(60)]
+    exclude = [n % 3 == 0 for n in range(60)]
+    config = ScoringConfig(warmup=5, window_size=10)
+    guarded = PartitionScorers(config)(0).score_batch(events, exclude)
+    unguarded = PartitionScorers(config)(0).score_batch(events)
+    assert guarded != unguarded  # what was kept out of learning changes later scores
+    with (tmp_path / "scores.jsonl").open("wb") as out:
+        assert tapped(PartitionScorers(config), out)(0).score_batch(events, exclude) == guarded

@@ -330,7 +330,6 @@ def test_score_many_learns_nothing_and_inputs_stay() -> None:
     np.testing.assert_array_equal(det.score_many(strided), det.score_many(rows))
 
 
-
 def test_score_many_and_learn_many_in_chunks_equal_one_at_a_time() -> None:
     # Batches are run in segments, tree by tree; score-only rows are walked from a scratch
     # copy, learned rows from their window slot. Chunks longer than a segment, shorter
@@ -352,6 +351,7 @@ def test_score_many_and_learn_many_in_chunks_equal_one_at_a_time() -> None:
     assert start == len(rows)
     np.testing.assert_array_equal(fast.l_mass, slow.l_mass)
     np.testing.assert_array_equal(fast.r_mass, slow.r_mass)
+
 
 def test_pickle_and_deepcopy_continue_exactly() -> None:
     rows = _uniform_stream(1000, seed=5)

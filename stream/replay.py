@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,10 +25,19 @@ from detectors.evaluation import evaluate, format_evaluation
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.score_tap import tapped
-from stream.service import PartitionScorers, Service, scoring_config
+from stream.service import PartitionScorers, RunSummary, Service, scoring_config
 from stream.settings import ConfigError, ServiceSettings, load_settings
-from stream.topic_reader import BoundedSource, ReplayError, parse_bound, read_topic
+from stream.topic_reader import (
+    BoundedSource,
+    ReplayError,
+    parse_bound,
+    plan_ranges,
+    read_topic,
+)
 from stream.traffic.sinks import read_labels
+
+# An output line's place in the file: event time, partition, offset, alert id.
+SortKey = tuple[str, int, int, str]
 
 
 @dataclass
@@ -45,17 +54,20 @@ class ReplaySink:
     forward: Producer | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
-    _lines: list[tuple[tuple[str, int, int, str], bytes]] = field(default_factory=list)
+    # Keep the file's lines without a file: a parallel replay's worker, whose lines the
+    # parent merges (:meth:`absorb`) and writes.
+    collect: bool = False
+    lines: list[tuple[SortKey, bytes]] = field(default_factory=list)
 
     def produce(self, topic: str, key: Any = None, value: Any = None, **kwargs: Any) -> None:
         callback = kwargs.get("on_delivery")
         if topic == self.alerts_topic:
             alert = orjson.loads(value)
             self.alerts.append(alert)
-            if self.out is not None:
+            if self.out is not None or self.collect:
                 source = alert["source"]
                 order = (alert["occurred_at"], source["partition"], source["offset"])
-                self._lines.append(((*order, alert["alert_id"]), value))
+                self.lines.append(((*order, alert["alert_id"]), value))
             if self.forward is not None:
                 self.forward.produce(topic, key=key, value=value, on_delivery=callback)
                 return
@@ -71,14 +83,20 @@ class ReplaySink:
     def flush(self, timeout: float = -1) -> int:
         return 0 if self.forward is None else self.forward.flush(timeout)
 
+    def absorb(self, other: ReplaySink) -> None:
+        """Take over what another sink (a worker's) kept: alerts, lines, dead letters."""
+        self.alerts.extend(other.alerts)
+        self.lines.extend(other.lines)
+        self.dead_letters.update(other.dead_letters)
+
     def write_out(self) -> None:
         """The alerts so far to the file, in a deterministic order (see the class)."""
         if self.out is None:
             return
-        self._lines.sort(key=lambda line: line[0])
-        for _, value in self._lines:
+        self.lines.sort(key=lambda line: line[0])
+        for _, value in self.lines:
             self.out.write(value + b"\n")
-        self._lines.clear()
+        self.lines.clear()
         self.out.flush()
 
 
@@ -117,6 +135,65 @@ def replay_settings(
     )
 
 
+@dataclass(frozen=True)
+class ReplayRun:
+    """What a replay did, in one process or over several."""
+
+    records: int
+    events: int
+    dead_letters: int
+    alerts: int
+    busy_s: float  # first batch to last commit (over all workers)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.busy_s if self.busy_s > 0 else 0.0
+
+    @classmethod
+    def of(cls, summary: RunSummary) -> ReplayRun:
+        return cls(
+            summary.records, summary.events, summary.dead_letters, summary.alerts, summary.busy_s
+        )
+
+
+def run_range(
+    settings: ServiceSettings,
+    source: BoundedSource,
+    sink: ReplaySink,
+    scores_out: IO[bytes] | None,
+    on_batch: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
+    """The service over a bounded source, into a sink: one process's replay."""
+    scorers = PartitionScorers(scoring_config(settings))
+    service = Service(
+        settings,
+        consumer=source,
+        producer=sink,  # type: ignore[arg-type]
+        scorer_factory=tapped(scorers, scores_out) if scores_out else scorers,
+        on_batch=on_batch,
+    )
+    return service.run()
+
+
+class Progress:
+    """The progress line on stderr: records, events/s, ETA; at most once a second."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def show(self, records: int, total: int, rate: float) -> None:
+        if time.monotonic() - self._last < 1.0:
+            return
+        self._last = time.monotonic()
+        eta = (total - records) / rate if rate else float("nan")
+        print(
+            f"\r{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def replay_cli(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="vigil replay", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
@@ -139,9 +216,19 @@ def replay_cli(argv: Sequence[str]) -> int:
         metavar="ALERTS_TOPIC",
         help="the live service's alerts topic: list every alert that differs (exit 1 if any)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the partitions (default 1); the alerts and the output file "
+        "are the same whatever the number, since scoring state is per partition",
+    )
     args = parser.parse_args(argv)
     if args.compare_with is not None and args.output is None:
         print("vigil replay: --compare-with needs --output FILE", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"vigil replay: --workers must be >= 1, not {args.workers}", file=sys.stderr)
         return 2
     try:
         start = parse_bound(args.start) if args.start else None
@@ -151,50 +238,58 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"vigil replay: {exc}", file=sys.stderr)
         return 2
     configure_logging("warning", sys.stderr.buffer)
-    source = BoundedSource(args.bootstrap, args.topic, start, end)
     out = args.output.open("wb") if args.output else None
-    forward = None
-    if args.output_topic:
-        forward = Producer(producer_config(settings))
-    sink = ReplaySink(settings.alerts_topic, out, forward)
-    scores_out = args.output_scores.open("wb") if args.output_scores else None
-    scorers = PartitionScorers(scoring_config(settings))
-    last = [time.monotonic()]
-
-    def progress(summary: Any) -> None:
-        if time.monotonic() - last[0] >= 1.0:
-            last[0] = time.monotonic()
-            total = sum(b - a for a, b in source.ranges.values())
-            rate = summary.records_per_s
-            eta = (total - summary.records) / rate if rate else float("nan")
-            print(
-                f"\r{summary.records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-
+    sink = ReplaySink(settings.alerts_topic, out)
+    progress = Progress()
+    ranges: dict[int, tuple[int, int]]
     try:
-        service = Service(
-            settings,
-            consumer=source,
-            producer=sink,  # type: ignore[arg-type]
-            scorer_factory=tapped(scorers, scores_out) if scores_out else scorers,
-            on_batch=progress,
-        )
-        summary = service.run()
+        if args.workers == 1:
+            source = BoundedSource(args.bootstrap, args.topic, start, end)
+            if args.output_topic:
+                sink.forward = Producer(producer_config(settings))
+            scores_out = args.output_scores.open("wb") if args.output_scores else None
+            try:
+                summary = run_range(
+                    settings,
+                    source,
+                    sink,
+                    scores_out,
+                    lambda s: progress.show(
+                        s.records, sum(b - a for a, b in source.ranges.values()), s.records_per_s
+                    ),
+                )
+            finally:
+                if scores_out is not None:
+                    scores_out.close()
+            run, ranges = ReplayRun.of(summary), source.ranges
+        else:
+            from stream.replay_workers import replay_in_workers
+
+            ranges = plan_ranges(args.bootstrap, args.topic, start, end)
+            run = replay_in_workers(
+                settings,
+                args.bootstrap,
+                args.topic,
+                ranges,
+                args.workers,
+                sink,
+                forward=bool(args.output_topic),
+                scores_path=args.output_scores,
+                progress=progress,
+            )
+    except ReplayError as exc:
+        print(f"\nvigil replay: {exc}", file=sys.stderr)
+        return 1
     finally:
         sink.write_out()
         if out is not None:
             out.close()
-        if scores_out is not None:
-            scores_out.close()
     print(file=sys.stderr)
     alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
-    print(f"records   {summary.records:,} ({summary.records_per_s:,.0f}/s)")
-    print(f"events    {summary.events:,}  dead letters {summary.dead_letters:,}")
-    print(f"alerts    {summary.alerts:,}")
+    print(f"records   {run.records:,} ({run.records_per_s:,.0f}/s)")
+    print(f"events    {run.events:,}  dead letters {run.dead_letters:,}")
+    print(f"alerts    {run.alerts:,}")
     for day, count in sorted(per_day.items()):
         print(f"  {day}  {count:,}")
     if args.labels is not None:
@@ -203,7 +298,7 @@ def replay_cli(argv: Sequence[str]) -> int:
         live = [
             orjson.loads(r.value or b"")
             for r in read_topic(args.bootstrap, args.compare_with)
-            if _in_ranges(_source_of(r.value), args.topic, source.ranges)
+            if _in_ranges(_source_of(r.value), args.topic, ranges)
         ]
         differences = compare_alerts(live, alerts)
         for line in differences:

@@ -68,6 +68,42 @@ def _offsets_at(
     return result
 
 
+def resolve_ranges(
+    consumer: Consumer, topic: str, start: int | dict[int, int] | None, end: Any
+) -> dict[int, tuple[int, int]]:
+    """[start, end) offsets of every partition of ``topic``, the end capped at what the
+    topic holds now (so a range is fixed when it is resolved)."""
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise ReplayError(f"topic {topic!r} not found")
+    partitions = sorted(meta.partitions)
+    highs = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions
+    }
+    starts = (
+        {p: low for p, (low, _) in highs.items()}
+        if start is None
+        else _offsets_at(consumer, topic, partitions, start)
+    )
+    ends = (
+        {p: high for p, (_, high) in highs.items()}
+        if end is None
+        else _offsets_at(consumer, topic, partitions, end)
+    )
+    return {p: (starts[p], min(ends[p], highs[p][1])) for p in partitions}
+
+
+def plan_ranges(
+    bootstrap: str, topic: str, start: int | dict[int, int] | None, end: Any
+) -> dict[int, tuple[int, int]]:
+    """:func:`resolve_ranges` with a consumer of its own, closed before it returns."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"vigil-plan-{uuid.uuid4()}"})
+    try:
+        return resolve_ranges(consumer, topic, start, end)
+    finally:
+        consumer.close()
+
+
 @dataclass
 class BoundedSource:
     """Reads [start, end) of each partition, fixed when the replay starts; commits nothing."""
@@ -78,7 +114,11 @@ class BoundedSource:
     end: int | dict[int, int] | None = None
     exhausted: bool = False
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # Only these partitions (a parallel replay's share); None: all of the topic's.
+    partitions: frozenset[int] | None = None
     _consumer: Consumer | None = None
+    _pending: set[int] = field(default_factory=set)
+    _next: dict[int, int] = field(default_factory=dict)  # next offset of each partition
 
     def subscribe(self, topics: list[str], **kwargs: Any) -> None:
         consumer = Consumer(
@@ -88,30 +128,19 @@ class BoundedSource:
                 "group.id": f"vigil-replay-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
+                # An end-of-partition event ends a poll at once: the last, partial batch of
+                # a range is not kept waiting for records that will not come until the
+                # poll's timeout.
+                "enable.partition.eof": True,
             }
         )
         self._consumer = consumer
-        meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if meta is None or meta.error is not None:
-            raise ReplayError(f"topic {self.topic!r} not found")
-        partitions = sorted(meta.partitions)
-        highs = {
-            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            for p in partitions
-        }
-        starts = (
-            {p: low for p, (low, _) in highs.items()}
-            if self.start is None
-            else _offsets_at(consumer, self.topic, partitions, self.start)
-        )
-        ends = (
-            {p: high for p, (_, high) in highs.items()}
-            if self.end is None
-            else _offsets_at(consumer, self.topic, partitions, self.end)
-        )
-        self.ranges = {p: (starts[p], min(ends[p], highs[p][1])) for p in partitions}
+        self.ranges = resolve_ranges(consumer, self.topic, self.start, self.end)
+        if self.partitions is not None:
+            self.ranges = {p: r for p, r in self.ranges.items() if p in self.partitions}
         todo = [TopicPartition(self.topic, p, a) for p, (a, b) in self.ranges.items() if a < b]
         self._pending = {tp.partition for tp in todo}
+        self._next = {p: a for p, (a, _) in self.ranges.items()}
         self.exhausted = not todo
         consumer.assign(todo)
         on_assign: Callable[..., None] | None = kwargs.get("on_assign")
@@ -123,16 +152,28 @@ class BoundedSource:
         if self.exhausted:
             # Nothing is assigned any more: a poll would only sit out its timeout.
             return []
+        # Ask for no more than can come: a poll waits for all it asks for (or its timeout),
+        # so the last, partial batch of a range would sit out the timeout. What can come:
+        # the records left in each range and one end-of-partition event per partition.
+        # (Transaction markers take offsets but come as no message: a range over them
+        # ends on a position check after a timed-out poll, as before.)
+        left = sum(self.ranges[p][1] - self._next[p] for p in self._pending)
+        wanted = max(1, min(num_messages, left + len(self._pending)))
         kept: list[Message] = []
-        for msg in self._consumer.consume(num_messages, timeout):
+        for msg in self._consumer.consume(wanted, timeout):
             error = msg.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                continue
             partition, offset = msg.partition(), msg.offset()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                # At the end of what the topic holds: done, if the range ends there too
+                # (its last offset can be a transaction marker, which no record shows).
+                if partition in self._pending and offset is not None:
+                    self._finish_at(partition, offset)
+                continue
             if partition is None or offset is None or error is not None:
                 kept.append(msg)
                 continue
             end = self.ranges[partition][1]
+            self._next[partition] = offset + 1
             if offset < end:
                 kept.append(msg)
             if offset >= end - 1:
@@ -143,9 +184,13 @@ class BoundedSource:
                 [TopicPartition(self.topic, p) for p in sorted(self._pending)]
             )
             for tp in positions:
-                if tp.offset is not None and tp.offset >= self.ranges[tp.partition][1]:
-                    self._finish(tp.partition)
+                if tp.offset is not None:
+                    self._finish_at(tp.partition, tp.offset)
         return kept
+
+    def _finish_at(self, partition: int, position: int) -> None:
+        if position >= self.ranges[partition][1]:
+            self._finish(partition)
 
     def _finish(self, partition: int) -> None:
         if partition in self._pending:
@@ -188,6 +233,8 @@ class BoundedSource:
         # transactions, so this is here for the protocol's sake.
         assert self._consumer is not None
         self._consumer.seek(partition)
+        if partition.partition in self._next and partition.offset >= 0:
+            self._next[partition.partition] = partition.offset
 
 
 def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[Record]:

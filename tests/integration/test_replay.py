@@ -109,7 +109,11 @@ def test_a_bounded_source_stops_at_its_end_without_waiting(kafka_bootstrap, uniq
     try:
         deadline = time.monotonic() + 60
         while not source.exhausted and time.monotonic() < deadline:
-            read.extend(source.consume(1000, 1.0))
+            # More asked for than the range holds: the poll returns once all of it has
+            # come, not after its 10 s timeout (the last, partial batch of every replay).
+            started = time.monotonic()
+            read.extend(source.consume(1000, 10.0))
+            assert time.monotonic() - started < 5.0
         assert source.exhausted
         assert all(m.error() is None for m in read)
         assert len({(m.partition(), m.offset()) for m in read}) == len(read) == len(records)
@@ -120,3 +124,26 @@ def test_a_bounded_source_stops_at_its_end_without_waiting(kafka_bootstrap, uniq
         assert time.monotonic() - started < 5.0
     finally:
         source.close()
+
+
+def test_replay_in_workers_writes_the_same_file(kafka_bootstrap, unique_name, tmp_path):
+    topic = unique_name("input")
+    create_topics(kafka_bootstrap, {topic: 3})
+    records = list(generate(TrafficConfig(events=9_000, seed=5, bad_fraction=0.01)))
+    produce_to_kafka(iter(records), kafka_bootstrap, topic)
+    outputs = {}
+    for workers in (1, 2, 3):
+        output, scores = tmp_path / f"alerts-{workers}.jsonl", tmp_path / f"scores-{workers}"
+        run = _replay(
+            kafka_bootstrap, topic, "--output", str(output), "--output-scores", str(scores),
+            "--workers", str(workers),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"records   {len(records):,}" in run.stdout
+        outputs[workers] = (output.read_bytes(), sorted(scores.read_bytes().splitlines()))
+        assert not list(tmp_path.glob(f"scores-{workers}.*"))  # the workers' parts, merged
+    assert outputs[1][0].count(b"\n") > 10  # alerts to compare
+    assert outputs[1] == outputs[2] == outputs[3]
+    too_few = _replay(kafka_bootstrap, topic, "--output", str(tmp_path / "x"), "--workers", "0")
+    assert too_few.returncode == 2
+    assert "--workers must be >= 1" in too_few.stderr

@@ -1,0 +1,208 @@
+"""``vigil replay --workers N``: a replay's partitions shared among N processes.
+
+Scoring state is per input partition and depends only on that partition's records in
+offset order, so any split of the partitions gives each partition's alerts exactly as one
+process does, and the output file is written in the same fixed order (``ReplaySink``):
+byte-identical whatever N. The range is fixed once, by the parent, before the workers
+start; each worker gets explicit offsets for its share.
+
+Workers are forked (POSIX): they start with the modules and compiled kernels the parent
+has loaded, where spawned ones would spend seconds importing them again. The parent has
+no Kafka client open when it forks (:func:`plan_ranges` closes its own).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import sys
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from stream.kafka_io import producer_config
+from stream.logs import configure_logging
+from stream.settings import ServiceSettings
+from stream.topic_reader import BoundedSource, ReplayError
+
+# How often the parent looks at the workers (progress line, a worker that died).
+_WAKE_S = 0.2
+
+
+def split_partitions(ranges: Mapping[int, tuple[int, int]], workers: int) -> list[list[int]]:
+    """The partitions with records to replay, dealt into at most ``workers`` shares of
+    about equal record counts: largest first, each to the share with the fewest records
+    so far (the lowest share on a tie). Deterministic; no share is empty.
+
+    >>> split_partitions({0: (0, 100), 1: (0, 60), 2: (0, 50), 3: (5, 5)}, 2)
+    [[0], [1, 2]]
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    sizes = {p: end - start for p, (start, end) in ranges.items() if end > start}
+    shares: list[list[int]] = [[] for _ in range(min(workers, len(sizes)))]
+    loads = [0] * len(shares)
+    for partition in sorted(sizes, key=lambda p: (-sizes[p], p)):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(partition)
+        loads[lightest] += sizes[partition]
+    return [sorted(share) for share in shares]
+
+
+@dataclass(frozen=True)
+class Share:
+    """One worker's part of the replay."""
+
+    index: int
+    settings: ServiceSettings
+    bootstrap: str
+    topic: str
+    ranges: dict[int, tuple[int, int]]
+    forward: bool  # alerts to the settings' alerts topic as well
+    scores_path: Path | None
+
+
+@dataclass
+class ShareResult:
+    index: int
+    error: str | None = None
+    sink: Any = None  # a ReplaySink (its alerts, lines and dead letters)
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    first_batch_at: float | None = None
+    last_commit_at: float | None = None
+
+
+def _run_share(share: Share, done: Any, results: Any) -> None:
+    """A worker: replay the share, report the outcome on ``results``. Never raises."""
+    from stream.replay import ReplaySink, run_range
+
+    try:
+        configure_logging("warning", sys.stderr.buffer)
+        settings = share.settings
+        source = BoundedSource(
+            share.bootstrap,
+            share.topic,
+            start={p: a for p, (a, _) in share.ranges.items()},
+            end={p: b for p, (_, b) in share.ranges.items()},
+            partitions=frozenset(share.ranges),
+        )
+        forward = Producer(producer_config(settings)) if share.forward else None
+        sink = ReplaySink(settings.alerts_topic, None, forward, collect=True)
+        scores_out = share.scores_path.open("wb") if share.scores_path else None
+
+        def count(summary: Any) -> None:
+            done[share.index] = summary.records
+
+        try:
+            summary = run_range(settings, source, sink, scores_out, count)
+        finally:
+            if scores_out is not None:
+                scores_out.close()
+        sink.forward = None  # flushed by the service on its way out; not picklable
+        results.put(
+            ShareResult(
+                share.index,
+                sink=sink,
+                records=summary.records,
+                events=summary.events,
+                dead_letters=summary.dead_letters,
+                alerts=summary.alerts,
+                first_batch_at=summary.first_batch_at,
+                last_commit_at=summary.last_commit_at,
+            )
+        )
+    except BaseException:  # reported to the parent, which fails the replay with it
+        results.put(ShareResult(share.index, error=traceback.format_exc()))
+
+
+def replay_in_workers(
+    settings: ServiceSettings,
+    bootstrap: str,
+    topic: str,
+    ranges: Mapping[int, tuple[int, int]],
+    workers: int,
+    sink: Any,
+    *,
+    forward: bool,
+    scores_path: Path | None,
+    progress: Any,
+) -> Any:
+    """Replay ``ranges`` in up to ``workers`` processes into ``sink`` (a ReplaySink);
+    returns the ReplayRun of them all. Raises ReplayError if a worker fails."""
+    from stream.replay import ReplayRun
+
+    shares = [
+        Share(
+            index,
+            settings,
+            bootstrap,
+            topic,
+            {p: ranges[p] for p in partitions},
+            forward,
+            None if scores_path is None else scores_path.with_name(f"{scores_path.name}.{index}"),
+        )
+        for index, partitions in enumerate(split_partitions(ranges, workers))
+    ]
+    total = sum(b - a for a, b in ranges.values())
+    context = multiprocessing.get_context("fork")
+    done: Any = context.Array("q", max(len(shares), 1), lock=False)  # records per worker
+    results: Any = context.Queue()
+    processes = [
+        context.Process(target=_run_share, args=(share, done, results), name=f"replay-{i}")
+        for i, share in enumerate(shares)
+    ]
+    for process in processes:
+        process.start()
+    outcomes: dict[int, ShareResult] = {}
+    try:
+        while len(outcomes) < len(processes):
+            try:
+                outcome: ShareResult = results.get(timeout=_WAKE_S)
+            except queue.Empty:
+                for i, process in enumerate(processes):
+                    if i not in outcomes and process.exitcode is not None:
+                        raise ReplayError(
+                            f"worker {i} ended (exit code {process.exitcode}) without a result"
+                        ) from None
+                progress.show(sum(done[:]), total, 0.0)
+                continue
+            if outcome.error is not None:
+                raise ReplayError(f"worker {outcome.index} failed:\n{outcome.error}")
+            outcomes[outcome.index] = outcome
+    finally:
+        for process in processes:
+            if process.exitcode is None and len(outcomes) < len(processes):
+                process.terminate()
+            process.join()
+    ordered = [outcomes[i] for i in range(len(shares))]
+    for outcome in ordered:
+        sink.absorb(outcome.sink)
+    if scores_path is not None:
+        _concatenate([share.scores_path for share in shares if share.scores_path], scores_path)
+    firsts = [o.first_batch_at for o in ordered if o.first_batch_at is not None]
+    lasts = [o.last_commit_at for o in ordered if o.last_commit_at is not None]
+    return ReplayRun(
+        records=sum(o.records for o in ordered),
+        events=sum(o.events for o in ordered),
+        dead_letters=sum(o.dead_letters for o in ordered),
+        alerts=sum(o.alerts for o in ordered),
+        # time.monotonic is one clock for every process of the machine (Linux).
+        busy_s=max(lasts) - min(firsts) if firsts and lasts else 0.0,
+    )
+
+
+def _concatenate(parts: list[Path], target: Path) -> None:
+    """The workers' score files into one (share after share), the parts removed."""
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as data:
+                while chunk := data.read(1 << 20):
+                    out.write(chunk)
+            part.unlink()

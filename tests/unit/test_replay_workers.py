@@ -1,0 +1,41 @@
+"""How a parallel replay deals partitions to its workers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stream.replay_workers import split_partitions
+
+
+def test_every_partition_with_records_goes_to_exactly_one_share():
+    rng = random.Random(0)
+    for _ in range(200):
+        ranges = {}
+        for p in range(rng.randint(0, 12)):
+            start = rng.randint(0, 50)
+            ranges[p] = (start, start + rng.choice([0, rng.randint(1, 1000)]))
+        workers = rng.randint(1, 6)
+        shares = split_partitions(ranges, workers)
+        with_records = {p for p, (a, b) in ranges.items() if b > a}
+        dealt = [p for share in shares for p in share]
+        assert sorted(dealt) == sorted(with_records)  # each once, empty ranges left out
+        assert len(shares) == min(workers, len(with_records))
+        assert all(shares)
+        loads = [sum(ranges[p][1] - ranges[p][0] for p in share) for share in shares]
+        if loads:
+            # Greedy largest-first: no share exceeds another by more than a partition.
+            biggest = max(ranges[p][1] - ranges[p][0] for p in with_records)
+            assert max(loads) - min(loads) <= biggest
+        assert split_partitions(ranges, workers) == shares  # deterministic
+
+
+def test_balances_equal_partitions_evenly():
+    ranges = dict.fromkeys(range(12), (0, 100))
+    assert [len(share) for share in split_partitions(ranges, 4)] == [3, 3, 3, 3]
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        split_partitions({0: (0, 1)}, 0)

@@ -52,10 +52,11 @@ deploy-check: setup
 QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,iforest-insert,rcf-512x8k-insert,ensemble:iforest+hst-50x9-paper
 
 # Figures and ratios against baselines measured in the same run (river, pyod).
-bench: setup
+bench: setup kafka-jars
 	$(BIN)/vigil bench speed
 	$(BIN)/vigil bench pipeline
 	$(BIN)/vigil bench state
+	$(BIN)/vigil bench replay --workdir $(WORKDIR)
 	for d in mammography shuttle smtp forestcover http; do \
 	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seeds 0-4 \
 	    --detectors $(QUALITY_DETECTORS); \

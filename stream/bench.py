@@ -1,4 +1,4 @@
-"""``vigil bench {speed,quality,pipeline}``: benchmarks that print figures and ratios
+"""``vigil bench {speed,quality,pipeline,replay}``: benchmarks that print figures and ratios
 against a baseline measured in the same run."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ _COMMANDS = {
     "speed": "our Half-Space Trees against river's, same stream and settings",
     "quality": "ROC AUC, average precision and events/s of each detector on a data set",
     "pipeline": "decode, validate and score generated traffic with each engine",
+    "replay": "replay's records/s against the live service's on a real broker",
 }
 
 
@@ -28,6 +29,10 @@ def bench_cli(argv: Sequence[str]) -> int:
         from stream.bench_quality import bench_quality_cli
 
         return int(bench_quality_cli(rest))
+    if command == "replay":
+        from stream.bench_replay import bench_replay_cli
+
+        return bench_replay_cli(rest)
     from stream.bench_pipeline import bench_pipeline_cli
 
     return bench_pipeline_cli(rest)

@@ -79,24 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def demo_cli(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    broker: kafka_local.LocalKafka | None = None
-    bootstrap = args.bootstrap
-    running = kafka_local.status(args.workdir) if bootstrap is None else None
-    if running is not None:
-        bootstrap = running.bootstrap  # started by `vigil kafka start`: use it, leave it up
-    if bootstrap is None:
-        _say("starting a local Kafka (first run downloads the jars with Maven)...")
-        kafka_local.ensure_jars(args.workdir)
-        broker = kafka_local.start(args.workdir, progress=sys.stderr)
-        bootstrap = broker.bootstrap
-    _say(f"      Kafka at {bootstrap}")
-    try:
+    with kafka_local.broker_for(args.bootstrap, args.workdir, _say) as bootstrap:
+        _say(f"      Kafka at {bootstrap}")
         print(summary(run_demo(args, bootstrap)))
         return 0
-    finally:
-        if broker is not None:
-            _say("stopping Kafka")
-            kafka_local.stop_handle(broker)
 
 
 def _progress(step: int) -> Callable[[RunSummary], None]:

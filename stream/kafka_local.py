@@ -700,6 +700,29 @@ def _wait_ready(
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def broker_for(
+    bootstrap: str | None, workdir: Path, say: Callable[[str], None]
+) -> Iterator[str]:
+    """The bootstrap to use: ``bootstrap`` if given, else the broker ``vigil kafka start``
+    left running in ``workdir`` (left up), else one started here and stopped on exit."""
+    if bootstrap is not None:
+        yield bootstrap
+        return
+    running = status(workdir)
+    if running is not None:
+        yield running.bootstrap
+        return
+    say("starting a local Kafka (first run downloads the jars with Maven)...")
+    ensure_jars(workdir)
+    broker = start(workdir, progress=sys.stderr)
+    try:
+        yield broker.bootstrap
+    finally:
+        say("stopping Kafka")
+        stop_handle(broker)
+
+
 def stop_handle(kafka: LocalKafka, *, timeout_s: float = 30.0) -> bool:
     """Stop the broker of ``kafka`` (started in this or another process) and delete its data.
 

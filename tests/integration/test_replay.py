@@ -147,3 +147,22 @@ def test_replay_in_workers_writes_the_same_file(kafka_bootstrap, unique_name, tm
     too_few = _replay(kafka_bootstrap, topic, "--output", str(tmp_path / "x"), "--workers", "0")
     assert too_few.returncode == 2
     assert "--workers must be >= 1" in too_few.stderr
+
+
+def test_bench_replay_compares_replay_with_live(kafka_bootstrap):
+    bench = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "replay", "--bootstrap", kafka_bootstrap,
+         "--events", "4000", "--repeat", "1", "--workers", "2", "--json"],
+        cwd=ROOT, env={**os.environ, **TEST_ENV}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    rows = [orjson.loads(line) for line in bench.stdout.splitlines()]
+    assert [r["mode"] for r in rows] == [
+        "live (exactly-once, observations)",
+        "replay, 1 worker",
+        "replay, 2 workers",
+    ]
+    assert all(r["best"] > 0 for r in rows)
+    assert rows[0]["alerts"] > 0
+    assert all(r["alerts"] == rows[0]["alerts"] and r["same_alerts_as_live"] for r in rows[1:])

@@ -701,9 +701,7 @@ def _wait_ready(
 
 
 @contextlib.contextmanager
-def broker_for(
-    bootstrap: str | None, workdir: Path, say: Callable[[str], None]
-) -> Iterator[str]:
+def broker_for(bootstrap: str | None, workdir: Path, say: Callable[[str], None]) -> Iterator[str]:
     """The bootstrap to use: ``bootstrap`` if given, else the broker ``vigil kafka start``
     left running in ``workdir`` (left up), else one started here and stopped on exit."""
     if bootstrap is not None:

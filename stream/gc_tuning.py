@@ -8,9 +8,11 @@ its time in the collector (`vigil replay`, 33k records/s; 43k at the thresholds 
 with the collector off). Nothing on the hot path forms reference cycles, so collecting
 rarely costs little memory; the collector stays on for the cycles libraries make.
 
-A restored partition state is frozen (``gc.freeze``): it is long-lived by construction,
-and a full collection would otherwise walk every one of its objects again and again.
-Instagram's services do the same (gc.freeze was added to CPython for them).
+What is alive at start and a restored partition state are frozen (``gc.freeze``, as
+Instagram's services do): long-lived by construction, they need no walking. It is cheap
+insurance more than a gain: the columnar restore leaves few tracked objects (unpickling
+``stream.bench_state.build_extractor(1_000_000, 1_000_000)`` left 19k, a full collection
+of 51 ms; collecting the young ones and freezing took 2 ms).
 """
 
 from __future__ import annotations

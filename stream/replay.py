@@ -10,6 +10,7 @@ live service's alerts exactly.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -218,17 +219,15 @@ def replay_cli(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=1,
-        help="processes sharing the partitions (default 1); the alerts and the output file "
+        type=_workers,
+        default="auto",
+        help="processes sharing the partitions: a number, or auto (the default: the cores "
+        "this process may use, at most one per partition); the alerts and the output file "
         "are the same whatever the number, since scoring state is per partition",
     )
     args = parser.parse_args(argv)
     if args.compare_with is not None and args.output is None:
         print("vigil replay: --compare-with needs --output FILE", file=sys.stderr)
-        return 2
-    if args.workers < 1:
-        print(f"vigil replay: --workers must be >= 1, not {args.workers}", file=sys.stderr)
         return 2
     try:
         start = parse_bound(args.start) if args.start else None
@@ -243,7 +242,9 @@ def replay_cli(argv: Sequence[str]) -> int:
     progress = Progress()
     ranges: dict[int, tuple[int, int]]
     try:
-        if args.workers == 1:
+        planned = None if args.workers == 1 else plan_ranges(args.bootstrap, args.topic, start, end)
+        workers = 1 if planned is None else _resolve_workers(args.workers, planned)
+        if planned is None or workers == 1:
             source = BoundedSource(args.bootstrap, args.topic, start, end)
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))
@@ -265,13 +266,13 @@ def replay_cli(argv: Sequence[str]) -> int:
         else:
             from stream.replay_workers import replay_in_workers
 
-            ranges = plan_ranges(args.bootstrap, args.topic, start, end)
+            ranges = planned
             run = replay_in_workers(
                 settings,
                 args.bootstrap,
                 args.topic,
                 ranges,
-                args.workers,
+                workers,
                 sink,
                 forward=bool(args.output_topic),
                 scores_path=args.output_scores,
@@ -306,6 +307,28 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"compared with {args.compare_with}: {len(differences)} differences")
         return 1 if differences else 0
     return 0
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: ``auto`` or a number of processes, at least 1."""
+    if text == "auto":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, not {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {count}")
+    return count
+
+
+def _resolve_workers(workers: int | str, ranges: dict[int, tuple[int, int]]) -> int:
+    """``auto``: the cores this process may run on, at most one per partition to replay."""
+    if workers != "auto":
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with_records = sum(1 for start, end in ranges.values() if end > start)
+    return max(1, min(cores or 1, with_records))
 
 
 def _source_of(value: bytes | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ def replay_in_workers(
         context.Process(target=_run_share, args=(share, done, results), name=f"replay-{i}")
         for i, share in enumerate(shares)
     ]
+    started = time.monotonic()
     for process in processes:
         process.start()
     outcomes: dict[int, ShareResult] = {}
@@ -171,7 +173,8 @@ def replay_in_workers(
                         raise ReplayError(
                             f"worker {i} ended (exit code {process.exitcode}) without a result"
                         ) from None
-                progress.show(sum(done[:]), total, 0.0)
+                records = sum(done[:])
+                progress.show(records, total, records / (time.monotonic() - started))
                 continue
             if outcome.error is not None:
                 raise ReplayError(f"worker {outcome.index} failed:\n{outcome.error}")

@@ -146,7 +146,7 @@ def test_replay_in_workers_writes_the_same_file(kafka_bootstrap, unique_name, tm
     assert outputs[1] == outputs[2] == outputs[3]
     too_few = _replay(kafka_bootstrap, topic, "--output", str(tmp_path / "x"), "--workers", "0")
     assert too_few.returncode == 2
-    assert "--workers must be >= 1" in too_few.stderr
+    assert "argument --workers: must be >= 1, not 0" in too_few.stderr
 
 
 def test_bench_replay_compares_replay_with_live(kafka_bootstrap):

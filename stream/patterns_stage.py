@@ -64,6 +64,7 @@ from detectors.incidents import BottomK
 from detectors.patterns import Key, PatternConfig, PatternFinder, PatternUpdate
 from stream.checkpoint import SnapshotAssembler, fingerprint
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
+from stream.gc_tuning import tune_collector
 from stream.kafka_io import Record, VigilKafkaError, consumer_config, producer_config
 from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import BadObservation, Decoded, decode_observation
@@ -675,6 +676,7 @@ class PatternStage:
 
     def run(self) -> StageSummary:
         s = self.settings
+        tune_collector()  # a consumer loop of short-lived objects, as the service's
         consumer, producer, delivery = self._clients()
         self._out = delivery
         self.owned.bind(producer, delivery)

@@ -379,11 +379,12 @@ def run_rows(
         max_score = float(n_trees) * float(window_size) * float(2**height)
     else:
         max_score = float(n_trees) * float(window_size) * float(2 ** (height + 1) - 1)
-    ahead = np.empty(SEGMENT, dtype=np.int64)
-    reach = np.empty(SEGMENT, dtype=np.int64)
-    totals = np.empty(SEGMENT, dtype=np.int64)
+    longest = max(1, min(rows.shape[0], SEGMENT))  # one event at a time: no 256-row arrays
+    ahead = np.empty(longest, dtype=np.int64)
+    reach = np.empty(longest, dtype=np.int64)
+    totals = np.empty(longest, dtype=np.int64)
     # Rows only scored are walked from here (learned rows from their slot in ``window``).
-    scratch = np.empty((1, SEGMENT, n_features), dtype=np.float64)
+    scratch = np.empty((1, longest, n_features), dtype=np.float64)
     gen = clock[GEN]
     e = clock[COUNTER]
     first = clock[FIRST_WINDOW] != 0
@@ -408,12 +409,17 @@ def run_rows(
         scoring = do_score and not first
         # Paths as deep as the deepest walk of the previous segment: walks end where
         # masses thin out, and a fixed depth either wastes work or falls short.
-        depth = min(deepest, height)
+        depth = min(deepest, height) if count > 1 else 0
         deepest = 0
         for r in range(count):
             totals[r] = 0
         for t in range(n_trees if scoring or do_learn else 0):
-            _tree_paths(src, sd, e0, count, nodes, t, depth, ahead, reach)
+            if depth > 0:
+                _tree_paths(src, sd, e0, count, nodes, t, depth, ahead, reach)
+            else:  # one event at a time: a path found first would only be walked twice
+                for r in range(count):
+                    ahead[r] = 1
+                    reach[r] = 0
             for r in range(count):
                 ee = e0 + r
                 known = reach[r]

@@ -92,6 +92,9 @@ class IncidentStageSettings(BaseModel):
     transactional_id: str | None = Field(default=None, min_length=1)
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     restore_timeout_s: float = Field(default=300.0, gt=0)
+    # As `vigil run`'s: after a stop no Kafka call waits past this, and the process ends
+    # itself SHUTDOWN_EXIT_GRACE_S later whatever still hangs.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=600)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -70,7 +70,14 @@ from stream.metrics import Health, ServiceMetrics, serve
 from stream.observations import BadObservation, Decoded, decode_observation
 from stream.owned_partitions import OwnedPartitions, caught_up
 from stream.partition_state import ReadPartition
-from stream.service import IDLE_GRACE_S, ConsumerLike, send_dead_letter, stop_on_signals
+from stream.service import (
+    IDLE_GRACE_S,
+    SHUTDOWN_EXIT_GRACE_S,
+    ConsumerLike,
+    ShutdownWatchdog,
+    send_dead_letter,
+    stop_on_signals,
+)
 from stream.settings import ConfigError, kafka_common
 from stream.state_store import ensure_state_topic, read_state_partition
 
@@ -130,6 +137,9 @@ class PatternStageSettings(BaseModel):
     )
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     restore_timeout_s: float = Field(default=300.0, gt=0)
+    # As `vigil run`'s: after a stop no Kafka call waits past this, and the process ends
+    # itself SHUTDOWN_EXIT_GRACE_S later whatever still hangs.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=600)
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = Field(
         default=None, ge=0, le=65_535, description="/metrics, /healthz, /readyz; 0: any port"
@@ -541,6 +551,12 @@ class StageSummary:
     batches: int = 0
     replayed: int = 0  # records re-processed silently after a restore
     statuses: dict[str, int] = field(default_factory=dict)
+    # Why the shutdown did not finish cleanly (a transactional call given up); None: it did.
+    shutdown_error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.shutdown_error is None
 
 
 class StageMetrics:
@@ -632,6 +648,9 @@ class PatternStage:
         self.http_port: int | None = None
         self._stopping = False
         self._out: Delivery | None = None
+        # The shutdown clock (ShutdownWatchdog reads these, as for the service).
+        self.shutdown_started: float | None = None
+        self.finished = False  # run() returned
         self._idle_since = time.monotonic()
         self._input_partitions: int | None = None  # of the observations topic, once known
 
@@ -648,8 +667,15 @@ class PatternStage:
         )
 
     def stop(self, *_: object) -> None:
+        """Finish the batch, commit and exit (SIGTERM, SIGINT). Plain assignments only: it
+        runs in a signal handler (see ``stop_on_signals``). A Kafka call waiting now is cut
+        short at the deadline too (stream/delivery.py)."""
         self._stopping = True
         self.health.ready = False
+        if self.shutdown_started is None:
+            self.shutdown_started = time.monotonic()
+        if self._out is not None:
+            self._out.deadline = self.shutdown_started + self.settings.shutdown_timeout_s
 
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop)
@@ -718,6 +744,8 @@ class PatternStage:
                     self._refresh_ready()
         finally:
             self.health.ready = False
+            # Stopped, idle or failed: from here no Kafka call waits past the deadline.
+            self._begin_shutdown(delivery)
             try:
                 delivery.close()
             finally:
@@ -725,6 +753,12 @@ class PatternStage:
                 consumer.close()
                 if server is not None:
                     server.shutdown()
+                if isinstance(delivery, ExactlyOnce) and delivery.abandoned:
+                    self.summary.shutdown_error = "a transactional call was given up while closing"
+                    log.error(
+                        f"{self.NAME}.shutdown_incomplete", reason=self.summary.shutdown_error
+                    )
+                self.finished = True
             log.info(
                 f"{self.NAME}.stopped",
                 observations=self.summary.observations,
@@ -732,8 +766,15 @@ class PatternStage:
                 dead_letters=self.summary.dead_letters,
                 alerts=self.summary.alerts,
                 statuses=self.summary.statuses,
+                clean=self.summary.clean,
             )
         return self.summary
+
+    def _begin_shutdown(self, delivery: Delivery) -> None:
+        """Start the shutdown clock: no Kafka call of ``delivery`` waits past it."""
+        if self.shutdown_started is None:
+            self.shutdown_started = time.monotonic()
+        delivery.deadline = self.shutdown_started + self.settings.shutdown_timeout_s
 
     def _process_batch(
         self,
@@ -907,6 +948,7 @@ LOOP_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("guarantee", str, "exactly-once (default) or at-least-once"),
     ("state_topic", str, "compacted topic of state snapshots (default <group>.state)"),
     ("checkpoint_every", int, "records per partition between state snapshots"),
+    ("shutdown_timeout_s", float, "after a stop, no Kafka call waits past this (then exit)"),
     ("group_instance_id", str, "static membership, for rolling restarts"),
     ("transactional_id", str, "stable per instance (default from group and instance)"),
     ("metrics_port", int, "serve /metrics, /healthz and /readyz on this port"),
@@ -974,9 +1016,12 @@ def stage_cli(
     configure_logging(settings.log_level)
     running = stage(settings)
     running.install_signal_handlers()
+    # As `vigil run`: a stop ends the process within shutdown_timeout_s and a grace period,
+    # whatever hangs (a consumer close librdkafka does not return from).
+    ShutdownWatchdog(running, settings.shutdown_timeout_s + SHUTDOWN_EXIT_GRACE_S).start()
     try:
-        running.run()
+        summary = running.run()
     except ConfigError as exc:  # e.g. the input topic does not exist
         print(f"vigil {name}: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return 0 if summary.clean else 1

@@ -207,15 +207,22 @@ def stop_on_signals(stop: Callable[[str], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+class Outcome(Protocol):
+    """A run's summary, as far as the watchdog's exit code goes."""
+
+    @property
+    def clean(self) -> bool: ...
+
+
 class Stoppable(Protocol):
-    """What ShutdownWatchdog watches (a Service)."""
+    """What ShutdownWatchdog watches (a Service, a pattern or incident stage)."""
 
     @property
     def shutdown_started(self) -> float | None: ...
     @property
     def finished(self) -> bool: ...
     @property
-    def summary(self) -> RunSummary: ...
+    def summary(self) -> Outcome: ...
 
 
 class ShutdownWatchdog:

@@ -450,3 +450,82 @@ def test_an_aborted_transaction_rewinds_to_the_snapshot_and_loses_nothing() -> N
     assert consumer.starts == [0, 1500]
     assert stage.summary.replayed == 2500 - 1500
     assert alerts_of(producer) == want
+
+
+# -- shutdown ------------------------------------------------------------------------------
+
+
+def test_a_stop_starts_the_shutdown_clock_and_bounds_the_delivery() -> None:
+    traffic = scored_traffic(events=600, seed=4)
+    messages = [
+        FakeMessage(TOPIC, 0, offset, value, key)
+        for offset, (key, value) in enumerate(traffic.records)
+    ]
+    journal: list[str] = []
+    consumer = FakeConsumer(journal, [messages[:200], messages[200:]])
+    stage = PatternStage(
+        settings(shutdown_timeout_s=7.5),
+        consumer=cast(Any, consumer),
+        producer=cast(Any, FakeProducer(journal)),
+    )
+    deadlines: list[float | None] = []
+    original = stage._process_batch
+
+    def stop_after_first_batch(*args: Any) -> None:
+        original(*args)
+        deadlines.append(stage._out.deadline if stage._out else None)
+        stage.stop("SIGTERM")  # as the signal handler would, between two batches
+        deadlines.append(stage._out.deadline if stage._out else None)
+
+    stage._process_batch = stop_after_first_batch  # type: ignore[method-assign,assignment]
+    assert stage.shutdown_started is None
+    assert not stage.finished
+    summary = stage.run()
+    assert deadlines[0] is None  # no deadline while running
+    assert stage.shutdown_started is not None
+    assert deadlines[1] == pytest.approx(stage.shutdown_started + 7.5)
+    assert stage.finished
+    assert summary.clean
+    assert consumer.closed
+    assert summary.observations < len(messages)  # the second batch was never taken
+
+
+def test_the_watchdog_ends_a_stage_whose_close_hangs() -> None:
+    import threading
+    import time
+
+    from stream.service import ShutdownWatchdog
+
+    release = threading.Event()
+
+    class HangingConsumer(FakeConsumer):
+        def close(self) -> None:
+            release.wait(30)  # a close librdkafka does not return from
+            super().close()
+
+    consumer = HangingConsumer([], [])
+    consumer.exhausted = True  # type: ignore[attr-defined]
+    stage = PatternStage(
+        settings(shutdown_timeout_s=0.2),
+        consumer=cast(Any, consumer),
+        producer=cast(Any, FakeProducer([])),
+    )
+    exits: list[int] = []
+    exited = threading.Event()
+
+    def record_exit(code: int) -> None:
+        exits.append(code)
+        exited.set()
+
+    ShutdownWatchdog(stage, 0.3, exit=record_exit, poll_s=0.01).start()
+    runner = threading.Thread(target=stage.run, daemon=True)
+    runner.start()
+    try:
+        assert exited.wait(10), "the watchdog did not end the stage"
+        assert exits == [1]  # close never returned: not finished
+        assert stage.shutdown_started is not None
+        assert time.monotonic() - stage.shutdown_started < 10
+    finally:
+        release.set()
+        runner.join(10)
+    assert stage.finished

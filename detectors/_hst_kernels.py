@@ -42,9 +42,10 @@ Batches. Trees are independent of each other, so a batch is cut into segments th
 inside one window, and each segment is run tree by tree: a tree's hot nodes stay in cache
 across the segment's rows (row by row across all trees evicted them: 25 trees of height 15
 are 26 MB). Splits never change, so where each row of a segment goes down a tree is found
-first, level by level across the rows (:func:`_tree_paths`); the in-order
-pass that scores and counts then follows known paths instead of waiting on one chain of
-dependent loads per walk.
+first, level by level across the rows (:func:`_tree_paths`; :func:`_dense_paths`, without a
+branch, when the segment has no NaN); the in-order pass that scores and counts then
+follows known paths instead of waiting on one chain of dependent loads per walk. One event
+at a time (``score_one``, ``learn_one``) skips the path pass.
 
 The scalar state is a small int64 array ``clock = [gen, counter, first_window, deepest]``
 that the kernels update in place (``deepest``: how deep the last block's walks went).

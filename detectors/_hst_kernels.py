@@ -348,7 +348,7 @@ def _dense_paths(
     reach: IntArray,
 ) -> None:
     """:func:`_tree_paths` for a segment without a NaN (the usual case): with no branch
-    in the loop the CPU overlaps more rows' loads, and the pass is about 7% faster."""
+    in the loop the CPU overlaps more rows' loads: 7-8% faster batches at 25/15/250."""
     for r in range(count):
         ahead[r] = 1
         reach[r] = depth

@@ -245,6 +245,9 @@ def replay_cli(argv: Sequence[str]) -> int:
         planned = None if args.workers == 1 else plan_ranges(args.bootstrap, args.topic, start, end)
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
         if planned is None or workers == 1:
+            if planned is not None:  # the range as planned: its end is fixed already
+                start = {p: a for p, (a, _) in planned.items()}
+                end = {p: b for p, (_, b) in planned.items()}
             source = BoundedSource(args.bootstrap, args.topic, start, end)
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))

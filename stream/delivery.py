@@ -247,3 +247,11 @@ class ExactlyOnce:
         except KafkaException as exc:
             error = exc.args[0]
             raise VigilKafkaError(f"{name} failed: {error.str()}", error.name()) from exc
+
+
+def shutdown_problem(delivery: Delivery | None) -> str | None:
+    """Why closing left a delivery unclean (a transactional call given up on the way out,
+    e.g. a snapshot on revoke cut short by the deadline), or None if it did not."""
+    if isinstance(delivery, ExactlyOnce) and delivery.abandoned:
+        return "a transactional call was given up while closing"
+    return None

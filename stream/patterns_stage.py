@@ -63,7 +63,13 @@ from detectors.attributes import attribute_kind
 from detectors.incidents import BottomK
 from detectors.patterns import Key, PatternConfig, PatternFinder, PatternUpdate
 from stream.checkpoint import SnapshotAssembler, fingerprint
-from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce, TransactionAbortedError
+from stream.delivery import (
+    AtLeastOnce,
+    Delivery,
+    ExactlyOnce,
+    TransactionAbortedError,
+    shutdown_problem,
+)
 from stream.gc_tuning import tune_collector
 from stream.kafka_io import Record, VigilKafkaError, consumer_config, producer_config
 from stream.metrics import Health, ServiceMetrics, serve
@@ -672,10 +678,7 @@ class PatternStage:
         short at the deadline too (stream/delivery.py)."""
         self._stopping = True
         self.health.ready = False
-        if self.shutdown_started is None:
-            self.shutdown_started = time.monotonic()
-        if self._out is not None:
-            self._out.deadline = self.shutdown_started + self.settings.shutdown_timeout_s
+        self._begin_shutdown(self._out)
 
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop)
@@ -753,8 +756,8 @@ class PatternStage:
                 consumer.close()
                 if server is not None:
                     server.shutdown()
-                if isinstance(delivery, ExactlyOnce) and delivery.abandoned:
-                    self.summary.shutdown_error = "a transactional call was given up while closing"
+                self.summary.shutdown_error = shutdown_problem(delivery)
+                if self.summary.shutdown_error is not None:
                     log.error(
                         f"{self.NAME}.shutdown_incomplete", reason=self.summary.shutdown_error
                     )
@@ -770,11 +773,13 @@ class PatternStage:
             )
         return self.summary
 
-    def _begin_shutdown(self, delivery: Delivery) -> None:
-        """Start the shutdown clock: no Kafka call of ``delivery`` waits past it."""
+    def _begin_shutdown(self, delivery: Delivery | None) -> None:
+        """Start the shutdown clock (once): no Kafka call of ``delivery`` waits past it.
+        Plain assignments only: ``stop`` calls it from a signal handler."""
         if self.shutdown_started is None:
             self.shutdown_started = time.monotonic()
-        delivery.deadline = self.shutdown_started + self.settings.shutdown_timeout_s
+        if delivery is not None:
+            delivery.deadline = self.shutdown_started + self.settings.shutdown_timeout_s
 
     def _process_batch(
         self,

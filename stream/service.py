@@ -42,6 +42,7 @@ from stream.delivery import (
     ExactlyOnce,
     ProducerFatalError,
     TransactionAbortedError,
+    shutdown_problem,
 )
 from stream.faults import FaultInjector
 from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
@@ -510,9 +511,8 @@ class Service:
     def _check_shutdown(self) -> None:
         """A transactional call given up on the way out (a snapshot on revoke cut short
         by the deadline) makes the shutdown unclean: say so, and `vigil run` exits 1."""
-        out = self._out
-        if self.summary.shutdown_error is None and isinstance(out, ExactlyOnce) and out.abandoned:
-            self.summary.shutdown_error = "a transactional call was given up while closing"
+        if self.summary.shutdown_error is None:
+            self.summary.shutdown_error = shutdown_problem(self._out)
         if self.summary.shutdown_error is not None:
             log.error("service.shutdown_incomplete", reason=self.summary.shutdown_error)
 

@@ -33,7 +33,7 @@ import orjson
 
 from stream import kafka_local
 from stream.logs import configure_logging
-from stream.replay import ReplayRun, ReplaySink, replay_settings, run_range
+from stream.replay import Progress, ReplayRun, ReplaySink, replay_settings, run_range
 from stream.replay_workers import replay_in_workers
 from stream.service import Service
 from stream.settings import load_settings
@@ -56,13 +56,6 @@ class Measured:
     @property
     def best(self) -> float:
         return max(self.records_per_s)
-
-
-class _Quiet:
-    """A progress line that prints nothing: the bench prints its table only."""
-
-    def show(self, records: int, total: int, rate: float) -> None:
-        del records, total, rate
 
 
 def _live(bootstrap: str, topic: str) -> tuple[float, set[str]]:
@@ -104,7 +97,7 @@ def _replay(bootstrap: str, topic: str, workers: int) -> tuple[float, set[str]]:
             sink,
             forward=False,
             scores_path=None,
-            progress=_Quiet(),
+            progress=Progress(None),  # the bench prints its table only
         )
     return run.records_per_s, {a["alert_id"] for a in sink.alerts}
 

@@ -177,20 +177,22 @@ def run_range(
 
 
 class Progress:
-    """The progress line on stderr: records, events/s, ETA; at most once a second."""
+    """The progress line: records, events/s, ETA; at most once a second, on ``out``
+    (stderr; None: nowhere, for benchmarks and tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: IO[str] | None = sys.stderr) -> None:
+        self._out = out
         self._last = time.monotonic()
 
     def show(self, records: int, total: int, rate: float) -> None:
-        if time.monotonic() - self._last < 1.0:
+        if self._out is None or time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
         eta = (total - records) / rate if rate else float("nan")
         print(
             f"\r{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s",
             end="",
-            file=sys.stderr,
+            file=self._out,
             flush=True,
         )
 

@@ -27,6 +27,8 @@ from confluent_kafka import Producer
 
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
+from stream.replay import Progress, ReplayRun, ReplaySink, run_range
+from stream.service import RunSummary
 from stream.settings import ServiceSettings
 from stream.topic_reader import BoundedSource, ReplayError
 
@@ -71,7 +73,7 @@ class Share:
 class ShareResult:
     index: int
     error: str | None = None
-    sink: Any = None  # a ReplaySink (its alerts, lines and dead letters)
+    sink: ReplaySink | None = None  # its alerts, lines and dead letters
     records: int = 0
     events: int = 0
     dead_letters: int = 0
@@ -81,9 +83,8 @@ class ShareResult:
 
 
 def _run_share(share: Share, done: Any, results: Any) -> None:
-    """A worker: replay the share, report the outcome on ``results``. Never raises."""
-    from stream.replay import ReplaySink, run_range
-
+    """A worker: replay the share, report the outcome on ``results`` (a queue); ``done``
+    (a shared array) gets its records so far. Never raises."""
     try:
         configure_logging("warning", sys.stderr.buffer)
         settings = share.settings
@@ -98,7 +99,7 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         sink = ReplaySink(settings.alerts_topic, None, forward, collect=True)
         scores_out = share.scores_path.open("wb") if share.scores_path else None
 
-        def count(summary: Any) -> None:
+        def count(summary: RunSummary) -> None:
             done[share.index] = summary.records
 
         try:
@@ -129,16 +130,14 @@ def replay_in_workers(
     topic: str,
     ranges: Mapping[int, tuple[int, int]],
     workers: int,
-    sink: Any,
+    sink: ReplaySink,
     *,
     forward: bool,
     scores_path: Path | None,
-    progress: Any,
-) -> Any:
+    progress: Progress,
+) -> ReplayRun:
     """Replay ``ranges`` in up to ``workers`` processes into ``sink`` (a ReplaySink);
     returns the ReplayRun of them all. Raises ReplayError if a worker fails."""
-    from stream.replay import ReplayRun
-
     shares = [
         Share(
             index,
@@ -186,6 +185,7 @@ def replay_in_workers(
             process.join()
     ordered = [outcomes[i] for i in range(len(shares))]
     for outcome in ordered:
+        assert outcome.sink is not None  # set on every result without an error
         sink.absorb(outcome.sink)
     if scores_path is not None:
         _concatenate([share.scores_path for share in shares if share.scores_path], scores_path)

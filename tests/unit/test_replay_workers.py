@@ -47,27 +47,22 @@ def _settings():
     return replay_settings("127.0.0.1:1", "events", None, None)
 
 
-class _Quiet:
-    def show(self, records: int, total: int, rate: float) -> None:
-        pass
-
-
 def test_a_failing_worker_fails_the_replay_with_its_traceback(monkeypatch):
-    import stream.replay
-    from stream.replay import ReplaySink
+    import stream.replay_workers
+    from stream.replay import Progress, ReplaySink
     from stream.replay_workers import replay_in_workers
     from stream.topic_reader import ReplayError
 
     def broken(*args, **kwargs):
         raise RuntimeError("scorer exploded")
 
-    monkeypatch.setattr(stream.replay, "run_range", broken)  # the forked workers inherit it
+    monkeypatch.setattr(stream.replay_workers, "run_range", broken)  # the forked workers inherit it
     sink = ReplaySink("alerts")
     ranges = {0: (0, 10), 1: (0, 10)}
     with pytest.raises(ReplayError, match=r"(?s)worker [01] failed.*RuntimeError: scorer exploded"):
         replay_in_workers(
             _settings(), "127.0.0.1:1", "events", ranges, 2, sink,
-            forward=False, scores_path=None, progress=_Quiet(),
+            forward=False, scores_path=None, progress=Progress(None),
         )  # fmt: skip
     assert sink.alerts == []
 
@@ -75,17 +70,17 @@ def test_a_failing_worker_fails_the_replay_with_its_traceback(monkeypatch):
 def test_a_worker_that_dies_without_a_word_is_noticed(monkeypatch):
     import os
 
-    import stream.replay
-    from stream.replay import ReplaySink
+    import stream.replay_workers
+    from stream.replay import Progress, ReplaySink
     from stream.replay_workers import replay_in_workers
     from stream.topic_reader import ReplayError
 
     def dies(*args, **kwargs):
         os._exit(7)
 
-    monkeypatch.setattr(stream.replay, "run_range", dies)
+    monkeypatch.setattr(stream.replay_workers, "run_range", dies)
     with pytest.raises(ReplayError, match=r"worker \d ended \(exit code 7\) without a result"):
         replay_in_workers(
             _settings(), "127.0.0.1:1", "events", {0: (0, 10)}, 1, ReplaySink("alerts"),
-            forward=False, scores_path=None, progress=_Quiet(),
+            forward=False, scores_path=None, progress=Progress(None),
         )  # fmt: skip

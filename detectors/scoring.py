@@ -428,3 +428,23 @@ class EventScorer:
                 for i, scored in zip(indices[start:stop], judged, strict=True):
                     results[i] = scored
         return [r for r in results if r is not None]
+
+
+def warm_up(config: ScoringConfig, factory: DetectorFactory | None = None) -> None:
+    """Load the compiled kernels of ``config``'s engine now.
+
+    numba loads a kernel from its on-disk cache at the kernel's first call, and the first
+    load of all initialises numba itself: about 0.3 s, which otherwise falls inside the
+    first batch (a readiness delay live, a stall in every forked replay worker). This runs
+    a throwaway model through every step a batch takes (the detector, its explanation, the
+    explainer's learning) on made-up rows; no state outside the throwaway is touched.
+    """
+    scorer = EventScorer(config, factory)
+    model = scorer._model(next(iter(FEATURE_SPECS)))
+    names = [spec.name for spec in model.specs]
+    rows = np.full((2, len(names)), 0.5)
+    for chunk in (rows, rows[:1]):  # a batch, and one event (its own path in HST)
+        model.before_chunk()
+        model.score_learn(chunk, None)
+        model.explainer.learn_many(chunk)
+        model.reasons(dict.fromkeys(names, 0.5), chunk[0], config.explain_top)

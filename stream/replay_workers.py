@@ -25,10 +25,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from detectors.scoring import warm_up
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.replay import Progress, ReplayRun, ReplaySink, run_range
-from stream.service import RunSummary
+from stream.service import RunSummary, scoring_config
 from stream.settings import ServiceSettings
 from stream.topic_reader import BoundedSource, ReplayError
 
@@ -151,6 +152,8 @@ def replay_in_workers(
         for index, partitions in enumerate(split_partitions(ranges, workers))
     ]
     total = sum(b - a for a, b in ranges.values())
+    # Loaded once here, every worker inherits them: not once per worker after the fork.
+    warm_up(scoring_config(settings))
     context = multiprocessing.get_context("fork")
     done: Any = context.Array("q", max(len(shares), 1), lock=False)  # records per worker
     results: Any = context.Queue()

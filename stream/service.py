@@ -31,7 +31,14 @@ from confluent_kafka import (
 
 from detectors.guard import LearningGuard
 from detectors.label_gate import LabelGate
-from detectors.scoring import EventScorer, Scored, ScoringConfig, Unscorable, stable_seed
+from detectors.scoring import (
+    EventScorer,
+    Scored,
+    ScoringConfig,
+    Unscorable,
+    stable_seed,
+    warm_up,
+)
 from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
 from stream.alerts import SourceCoordinates, event_alert
 from stream.alignment import EventTimeAlignment
@@ -432,6 +439,8 @@ class Service:
                 self.metrics, self.health, settings.metrics_host, settings.metrics_port
             )
             log.info("http.listening", port=self.http_port)
+        # The kernels are loaded before the first batch, not in it (detectors/scoring.py).
+        warm_up(scoring_config(settings))
         freeze_long_lived()  # modules, settings, the labels and patterns read so far
         consumer.subscribe(
             [settings.input_topic],

@@ -241,3 +241,43 @@ def test_suspicious_events_are_a_looser_bar_that_keeps_every_alert():
 def test_a_bad_suspicious_quantile_fails_at_start():
     with pytest.raises(ValueError, match="suspicious_quantile"):
         ScoringConfig(suspicious_quantile=1.0)
+
+
+_KERNELS_LOADED_BY_SCORING = """
+import sys
+from detectors import _hst_kernels, explain, explain_hst
+from detectors.scoring import EventScorer, ScoringConfig, warm_up
+from tests.unit.test_scoring import _stream
+
+def loaded():
+    return {
+        (module.__name__, name): len(getattr(module, name).signatures)
+        for module in (_hst_kernels, explain, explain_hst)
+        for name in dir(module)
+        if hasattr(getattr(module, name), "signatures")
+    }
+
+config = ScoringConfig(warmup=20)
+if sys.argv[1] == "warm":
+    warm_up(config)
+before = loaded()
+results = EventScorer(config).score_batch(list(_stream(1200, attack_every=40)))
+assert sum(r.is_anomaly for r in results) > 0  # explanations ran too
+after = loaded()
+print(sorted(key for key in after if after[key] != before[key]))
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_warm_up_loads_every_kernel_a_batch_needs(warm):
+    # A fresh interpreter: in this one earlier tests have loaded the kernels already.
+    loaded_in_batch = subprocess.run(
+        [sys.executable, "-c", _KERNELS_LOADED_BY_SCORING, "warm" if warm else "cold"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if warm:
+        assert loaded_in_batch == "[]"
+    else:  # the check itself sees a batch load kernels
+        assert "run_rows" in loaded_in_batch

@@ -177,18 +177,18 @@ class FeatureExtractor:
 
         # New for a user who had devices (countries) before, within NEW_FOR_S of the first
         # event from it.
-        new_device = self.user_new_device.check(
-            user, device, t, self.user_devices.add_to_known(user, device)
-        )
+        had_devices, _, device_is_new = self.user_devices.observe(user, device)
+        new_device = self.user_new_device.check(user, device, t, had_devices and device_is_new)
         country = context["country"]
+        had_countries, _, country_is_new = self.user_countries.observe(user, country)
         new_country = self.user_new_country.check(
-            user, country, t, self.user_countries.add_to_known(user, country)
+            user, country, t, had_countries and country_is_new
         )
         features: dict[str, float] = {
             "user_age_h": self.user_first_seen.age(user, t) / HOUR,
             "user_events_1h": self.user_events.add(user, t),
-            "device_users": float(self.device_users.add(device, user)[0]),
-            "ip_users": float(self.ip_users.add(ip, user)[0]),
+            "device_users": float(self.device_users.observe(device, user)[1]),
+            "ip_users": float(self.ip_users.observe(ip, user)[1]),
             "new_device": float(new_device),
             "new_country": float(new_country),
         }

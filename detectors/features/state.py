@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 K = TypeVar("K", bound=Hashable)
+_exp = math.exp
 V = TypeVar("V")
 
 
@@ -223,11 +224,17 @@ class DecayingCounts:
         entry = data.pop(key, None)
         if entry is None:
             value = 0.0 + amount
-        else:  # as _decayed
-            last_value, last_t = entry
-            value = last_value * math.exp(-self._rate * max(t - last_t, 0.0)) + amount
-        data[key] = (value, t)
-        table._evict()
+            data[key] = (value, t)
+            table._evict()
+            return value
+        # As _decayed, with ``max(dt, 0.0)`` spelled out (the same value, NaN and -0.0
+        # included): this runs for most table accesses of every event.
+        last_value, last_t = entry
+        dt = t - last_t
+        if dt < 0.0:
+            dt = 0.0
+        value = last_value * _exp(-self._rate * dt) + amount
+        data[key] = (value, t)  # the key was there: the size is unchanged, nothing to evict
         return value
 
     def get(self, key: Hashable, t: float) -> float:
@@ -255,17 +262,19 @@ class DistinctSets:
 
     def add(self, key: Hashable, value: Hashable) -> tuple[int, bool]:
         """Record ``value`` for ``key``; return (distinct count, whether it was new)."""
-        _, count, is_new = self._add(key, value)
+        _, count, is_new = self.observe(key, value)
         return count, is_new
 
     def add_to_known(self, key: Hashable, value: Hashable) -> bool:
         """Record ``value`` for ``key``; whether it is new for a key that already had a
         value (``count(key) > 0`` before, and ``add`` says new), in one table access."""
-        had, _, is_new = self._add(key, value)
+        had, _, is_new = self.observe(key, value)
         return had and is_new
 
-    def _add(self, key: Hashable, value: Hashable) -> tuple[bool, int, bool]:
-        """(whether ``key`` had values before, distinct count, whether ``value`` is new)."""
+    def observe(self, key: Hashable, value: Hashable) -> tuple[bool, int, bool]:
+        """Record ``value`` for ``key``; return (whether ``key`` had values before,
+        distinct count, whether ``value`` is new). What ``add`` and ``add_to_known`` give,
+        for the feature extractor's hot path, which calls it directly."""
         table = self._table
         data = table._data
         seen = data.pop(key, None)
@@ -326,8 +335,11 @@ class RunningMeans:
         table = self._table
         data = table._data
         current = data.pop(key, None)
-        data[key] = value if current is None else current + self.alpha * (value - current)
-        table._evict()
+        if current is None:
+            data[key] = value
+            table._evict()
+        else:
+            data[key] = current + self.alpha * (value - current)
         return current
 
 
@@ -349,11 +361,18 @@ class RecentlyNew:
     def check(self, key: Hashable, value: Hashable, t: float, is_new: bool) -> bool:
         """Whether ``value`` is new to ``key`` at ``t``: just now (``is_new``, which is
         remembered) or within ``span_s`` after it was."""
+        table = self._table
+        data = table._data
+        entry = data.pop(key, None)  # ``put`` or ``get``, inlined: once for every event
         if is_new:
-            self._table.put(key, (value, t))
+            data[key] = (value, t)
+            if entry is None:
+                table._evict()
             return True
-        entry = self._table.get(key)
-        return entry is not None and entry[0] == value and t - entry[1] < self.span_s
+        if entry is None:
+            return False
+        data[key] = entry
+        return entry[0] == value and t - entry[1] < self.span_s
 
 
 class FirstSeen:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -79,9 +80,14 @@ class ScoringConfig:
             raise ValueError(f"suspicious_quantile must be within (0, 1), got {bar}")
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """What the scoring step says about one event."""
+class Scored(msgspec.Struct, frozen=True, gc=False):
+    """What the scoring step says about one event.
+
+    A msgspec Struct rather than a frozen dataclass: one is made for every event, and a
+    frozen dataclass's ``__init__`` (an ``object.__setattr__`` per field) cost about a
+    microsecond of it, the Struct's C constructor under a tenth of that. ``gc=False``: it
+    refers to no container that could refer back to it, so it never needs collecting.
+    """
 
     event_type: str
     score: float

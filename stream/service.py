@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Protocol, cast
 
+import msgspec
 import orjson
 import structlog
 from confluent_kafka import (
@@ -811,7 +812,7 @@ class Service:
                     producer,
                     record,
                     event,
-                    result if bar is None else replace(result, threshold=bar),
+                    result if bar is None else msgspec.structs.replace(result, threshold=bar),
                 )
             else:  # below the labels' bar, or a segment held until labels prove it
                 self.summary.held_by_labels += 1

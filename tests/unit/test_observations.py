@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from dataclasses import replace
 
 import orjson
 import pytest
+from msgspec.structs import replace
 
 from detectors.attributes import NEW_ACCOUNT
 from detectors.explain import Reason

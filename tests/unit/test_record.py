@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -83,15 +82,15 @@ def test_of_makes_the_same_record_as_before(msg: Any) -> None:
     record = Record.of(msg)
     expected = _plain_of(msg)
     assert record == expected
-    for field in dataclasses.fields(Record):
-        got, want = getattr(record, field.name), getattr(expected, field.name)
-        assert type(got) is type(want), field.name
-        assert got == want, field.name
+    for name in Record.__struct_fields__:
+        got, want = getattr(record, name), getattr(expected, name)
+        assert type(got) is type(want), name
+        assert got == want, name
 
 
 def test_records_stay_immutable_and_headers_are_not_shared() -> None:
     first, second = Record.of(MESSAGES[0]), Record.of(MESSAGES[0])
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         first.offset = 6  # type: ignore[misc]
     assert first.headers is not second.headers
     first.headers["added"] = b"x"

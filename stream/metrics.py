@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -73,12 +74,15 @@ class ServiceMetrics:
         )
         self._event_counters: dict[str, Counter] = {}
 
-    def count_event(self, event_type: str) -> None:
-        # labels() costs microseconds per call; the hot path keeps the children.
-        child = self._event_counters.get(event_type)
-        if child is None:
-            child = self._event_counters[event_type] = self.events.labels(event_type)
-        child.inc()
+    def count_events(self, by_type: Mapping[str, int]) -> None:
+        """Add a batch's scored events, by event type: once a batch, not once an event
+        (each ``inc`` takes a lock)."""
+        for event_type, count in by_type.items():
+            # labels() costs microseconds per call; the hot path keeps the children.
+            child = self._event_counters.get(event_type)
+            if child is None:
+                child = self._event_counters[event_type] = self.events.labels(event_type)
+            child.inc(count)
 
 
 class StateMetrics:

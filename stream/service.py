@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import FrameType
@@ -730,6 +731,12 @@ class Service:
         alerts_before = self.summary.alerts
         processed: list[Record] = []
         valid: list[tuple[Record, dict[str, Any]]] = []
+        # Per valid event: whether its outputs were already made (``PartitionState.silent``).
+        silent: list[bool] = []
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        decode = self.validator.decode
+        # A batch holds runs of one partition: its state is looked up once a run.
+        state, key = None, ("", -1)
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -739,20 +746,24 @@ class Service:
                     log.warning("consumer.error", error=error.str(), code=error.name())
                 continue
             record = Record.of(msg)
-            state = self.owned.get(record.topic, record.partition)
+            if state is None or record.partition != key[1] or record.topic != key[0]:
+                key = (record.topic, record.partition)
+                state = self.owned.get(*key)
             if state.seen(record.offset):
                 continue
             state.advance(record.offset)
             processed.append(record)
-            decoded = self.validator.decode(record.value)
+            decoded = decode(record.value)
             if isinstance(decoded, Invalid):
                 if not state.silent(record.offset):
                     self._dead_letter(producer, record, decoded.reason, decoded.detail)
             else:
+                indices = by_partition.get(key)
+                if indices is None:
+                    indices = by_partition[key] = []
+                indices.append(len(valid))
                 valid.append((record, decoded))
-        by_partition: dict[tuple[str, int], list[int]] = {}
-        for i, (record, _) in enumerate(valid):
-            by_partition.setdefault((record.topic, record.partition), []).append(i)
+                silent.append(state.silent(record.offset))
         results: list[Scored | Unscorable | None] = [None] * len(valid)
         for key, indices in by_partition.items():
             state = self.owned.states[key]
@@ -767,10 +778,15 @@ class Service:
         # Outputs in the batch's order, which is event-time order across partitions when
         # aligned (stream/alignment.py): the observations of a batch spanning hours of a
         # sparse backlog must not come partition after partition.
-        for (record, event), outcome in zip(valid, results, strict=True):
+        scored_by_type: Counter[str] = Counter()
+        for (record, event), outcome, already_out in zip(valid, results, silent, strict=True):
             assert outcome is not None
-            if not self.owned.states[(record.topic, record.partition)].silent(record.offset):
+            if not already_out:
+                if isinstance(outcome, Scored):
+                    scored_by_type[outcome.event_type] += 1
                 self._output(producer, record, event, outcome)
+        self.summary.events += scored_by_type.total()
+        self.metrics.count_events(scored_by_type)
         # Serve delivery callbacks once per batch (the commit flushes anyway).
         producer.poll(0)
         batch_no = self.summary.batches + 1
@@ -803,8 +819,6 @@ class Service:
             log.error("scoring.failed", partition=record.partition, offset=record.offset)
             self._dead_letter(producer, record, PROCESSING_ERROR, result.detail)
             return
-        self.summary.events += 1
-        self.metrics.count_event(result.event_type)
         if result.is_anomaly:
             allowed, bar = self.gate.decide(result.detector, result.event_type, result.score)
             if allowed:  # ``bar``: the labels' threshold it passed; None: the budget decided

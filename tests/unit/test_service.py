@@ -160,3 +160,36 @@ def test_alerts_do_not_depend_on_how_partitions_interleave():
         alerts.append(sorted(p.value for p in producer.delivered if p.topic == "alerts"))
     assert alerts[0]
     assert alerts[0] == alerts[1]
+
+
+def test_interleaved_partitions_are_tracked_apart_and_counted_by_event_type():
+    logins = [orjson.dumps(make_event("account.login", i, user=f"u-{i}")) for i in range(6)]
+    payments = _good(9)
+    # Partitions alternate record by record (the batch loop looks a partition's state up
+    # once per run of records), with a dead letter inside a run.
+    batch = []
+    for i in range(9):
+        batch.append(FakeMessage("events", 1, i, payments[i]))
+        if i < 6:
+            batch.append(FakeMessage("events", 0, i, logins[i]))
+    batch.append(FakeMessage("events", 0, 6, b"{not json"))
+    batch.append(FakeMessage("events", 1, 9, _good(1, 9)[0]))
+    journal: list[str] = []
+    consumer = FakeConsumer(journal, [batch, [FakeMessage("events", 1, 3, payments[3])]])
+    service = Service(
+        _settings(exit_when_idle=0.01),
+        consumer=cast(Any, consumer),
+        producer=cast(Any, FakeProducer(journal)),
+    )
+    summary = service.run()
+    assert summary.events == 16  # the record fetched again in the second batch: seen
+    assert summary.dead_letters == 1
+    assert sorted((tp.partition, tp.offset) for tp in consumer.commits[0]) == [(0, 7), (1, 10)]
+
+    def counted(event_type: str) -> float:
+        value = service.metrics.registry.get_sample_value(
+            "vigil_events_total", {"event_type": event_type}
+        )
+        return value or 0.0
+
+    assert (counted("account.login"), counted("payment.attempted")) == (6.0, 10.0)

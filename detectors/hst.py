@@ -52,6 +52,21 @@ _PADDING = 0.15
 _NAN = math.nan
 
 
+def python_random_uniforms(seed: int, n: int) -> FloatArray:
+    """``[random.Random(seed).random() for _ in range(n)]`` as an array, bit for bit.
+
+    Both are the same Mersenne Twister, and numpy's ``random_sample`` makes a double from
+    two 32-bit outputs exactly as CPython's ``random()`` does, so numpy continues from
+    CPython's seeded state. About a hundred times faster than drawing in Python: 25 trees
+    of height 15 take 1.6M draws.
+    """
+    _, internal, _ = random.Random(seed).getstate()
+    generator = np.random.RandomState()
+    key = np.array(internal[:-1], dtype=np.uint32)
+    generator.set_state(("MT19937", key, internal[-1], 0, 0.0))  # no cached Gaussian
+    return generator.random_sample(n)
+
+
 class HalfSpaceTrees:
     """Half-Space Trees behind the Vigil detector protocol, river-exact by default.
 
@@ -150,9 +165,8 @@ class HalfSpaceTrees:
         # order of rng.choices is the sorted feature names, whatever our column order.
         order = sorted(self.feature_names)
         column = {name: i for i, name in enumerate(self.feature_names)}
-        rng = random.Random(self.seed)
         n_draws = 2 * (2**self.height - 1) * self.n_trees
-        uniforms = np.fromiter((rng.random() for _ in range(n_draws)), np.float64, n_draws)
+        uniforms = python_random_uniforms(self.seed, n_draws)
         feature, threshold = kernels.build_trees(
             uniforms,
             np.array([self.limits[name][0] for name in order], dtype=np.float64),

@@ -6,6 +6,7 @@ import copy
 import math
 import os
 import pickle
+import random
 from functools import cache
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from river import anomaly
 
 from detectors import _hst_kernels as kernels
-from detectors.hst import HalfSpaceTrees
+from detectors.hst import HalfSpaceTrees, python_random_uniforms
 from detectors.protocol import Detector, FloatArray
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -457,3 +458,10 @@ def test_bench_speed_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_speed_cli(["--events", "300", "--dataset", "synthetic", "--repeat", "1",
                             "--setting", "2/4/30", "--river-events", "100"]) == 0  # fmt: skip
     assert "ours ev/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, -7, 2**31 - 1, 2**40 + 5, 2**70 + 3])
+def test_uniforms_continue_pythons_random_bit_for_bit(seed):
+    rng = random.Random(seed)
+    expected = [rng.random() for _ in range(2000)]
+    assert python_random_uniforms(seed, 2000).tolist() == expected

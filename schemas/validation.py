@@ -27,7 +27,7 @@ import msgspec
 import orjson
 
 from schemas import ALERT_SCHEMA, DEAD_LETTER_SCHEMA, EVENT_SCHEMA, LABEL_SCHEMA, load_schema
-from schemas.event_structs import EVENT_STRUCTS
+from schemas.event_structs import EVENT_STRUCTS, PATTERN_CHECKS, PatternCheck
 
 InvalidReason = Literal["oversized", "invalid_json", "not_an_object", "schema_violation"]
 DEAD_LETTER_REASONS: Final[tuple[InvalidReason, ...]] = (
@@ -129,7 +129,10 @@ class EventValidator:
             self._by_type[event_type] = compile_schema(specialised, EVENT_SCHEMA)
         # The compiled fast path: one msgspec Struct per event type, stricter than or equal
         # to the schema, never looser (parity-tested in tests/unit/test_validation_fast.py).
-        self._fast_by_type: dict[str, type[msgspec.Struct]] = dict(EVENT_STRUCTS) if fast else {}
+        # Its patterns are checked after it, all in one match (event_structs.PatternCheck).
+        self._fast_by_type: dict[str, tuple[type[msgspec.Struct], PatternCheck]] = (
+            {t: (struct, PATTERN_CHECKS[t]) for t, struct in EVENT_STRUCTS.items()} if fast else {}
+        )
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
         """The event as a dict if `raw` is a valid event, otherwise why not."""
@@ -150,12 +153,14 @@ class EventValidator:
         if fast is not None:
             # The msgspec Structs accept only what the schema accepts (event_structs.py);
             # whatever they reject, fastjsonschema judges and words, as before.
+            struct, patterns_match = fast
             try:
-                _convert(value, fast)
+                _convert(value, struct)
             except msgspec.MsgspecError:
                 pass
             else:
-                return value
+                if patterns_match(value):
+                    return value
         validate = self._by_type.get(event_type) if isinstance(event_type, str) else None
         try:
             (validate or self._validate)(value)

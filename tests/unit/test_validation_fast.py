@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,14 @@ import orjson
 import pytest
 
 from schemas import EVENT_SCHEMA, EVENT_TYPES, load_schema
-from schemas.event_structs import EVENT_STRUCTS, fast_accepts, python_pattern
+from schemas.event_structs import (
+    ENVELOPE_PATTERNS,
+    EVENT_STRUCTS,
+    PAYLOAD_PATTERNS,
+    PatternCheck,
+    fast_accepts,
+    python_pattern,
+)
 from schemas.validation import EventValidator, Invalid, _inline_refs
 from stream.traffic.generator import TrafficConfig, generate
 from tests.unit.test_schemas import valid_event
@@ -134,8 +142,22 @@ def _ecma_to_python(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _struct_schema(event_type: str) -> dict[str, Any]:
+    """What the fast path checks for ``event_type``: the Struct's schema, with each pattern
+    of ENVELOPE_PATTERNS and PAYLOAD_PATTERNS (checked after the Struct, in one match) put
+    at its path."""
     generated = msgspec.json.schema(EVENT_STRUCTS[event_type])
-    return _normalise(generated, generated)
+    checked = _normalise(generated, generated)
+    patterns = {
+        **ENVELOPE_PATTERNS,
+        **{("payload", f): p for f, p in PAYLOAD_PATTERNS.get(event_type, {}).items()},
+    }
+    for path, pattern in patterns.items():
+        node = checked
+        for name in path:
+            node = node["properties"][name]
+        assert "pattern" not in node, path  # one place for a pattern, not two
+        node["pattern"] = pattern
+    return checked
 
 
 @pytest.mark.parametrize("event_type", EVENT_TYPES)
@@ -524,3 +546,58 @@ def test_random_mutations() -> None:
         counts["fast"] += fast_ok
         counts["slow"] += slow_ok
     assert 1_000 < counts["fast"] <= counts["slow"] < runs - 1_000
+
+
+# ---------------------------------------------------------------- (4) patterns in one match
+
+
+def _patterned_paths(event_type: str) -> dict[str, str]:
+    paths = {".".join(path): pattern for path, pattern in ENVELOPE_PATTERNS.items()}
+    for name, pattern in PAYLOAD_PATTERNS.get(event_type, {}).items():
+        paths[f"payload.{name}"] = pattern
+    return paths
+
+
+def _string_variants(rng: random.Random, valid: str) -> list[str]:
+    """Near misses of a valid string: the characters the patterns care about, the
+    separator the combined match joins with, newlines, and empty strings."""
+    alphabet = "0123456789AZaz.-:_TZ\x00\n "
+    variants = ["", "\x00", valid + "\n", valid + "\x00", "\x00" + valid, valid * 2]
+    for _ in range(40):
+        chars = list(valid)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(chars) + 1)
+            if chars and rng.random() < 0.5:
+                chars[min(position, len(chars) - 1)] = rng.choice(alphabet)
+            else:
+                chars.insert(position, rng.choice(alphabet))
+        variants.append("".join(chars))
+    return variants
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_one_match_decides_as_every_pattern_alone(event_type: str) -> None:
+    rng = random.Random(event_type)
+    event = _full_event(event_type)
+    paths = _patterned_paths(event_type)
+    check = PatternCheck(
+        tuple(PAYLOAD_PATTERNS.get(event_type, {})),
+        (*ENVELOPE_PATTERNS.values(), *PAYLOAD_PATTERNS.get(event_type, {}).values()),
+    )
+    assert check(event)
+    verdicts = {True: 0, False: 0}
+    for path in paths:
+        for variant in _string_variants(rng, _get(event, path)):
+            # One field changed, and sometimes a second one too: a NUL in one string must
+            # not let another string's pattern match across it.
+            changed = _with(event, path, variant)
+            if rng.random() < 0.5:
+                other = rng.choice(list(paths))
+                changed = _with(
+                    changed, other, rng.choice(_string_variants(rng, _get(changed, other)))
+                )
+            alone = all(re.search(p, _get(changed, q)) is not None for q, p in paths.items())
+            assert check(changed) == alone, (path, variant)
+            verdicts[alone] += 1
+    assert verdicts[True] > 10
+    assert verdicts[False] > 100

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -141,16 +140,6 @@ def flush_or_raise(producer: Producer, tracker: DeliveryTracker, timeout_s: floa
     if tracker.failures:
         failures, tracker.failures = tracker.failures, []
         raise VigilKafkaError("delivery failed: " + "; ".join(failures[:5]))
-
-
-def next_offsets(records: Iterable[Record]) -> list[TopicPartition]:
-    """Offsets to commit after ``records``: one past the last one per partition."""
-    highest: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        if record.offset > highest.get(key, -1):
-            highest[key] = record.offset
-    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]
 
 
 def commit_or_raise(consumer: Any, offsets: list[TopicPartition]) -> None:

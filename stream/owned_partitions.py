@@ -12,7 +12,7 @@ The loop around it does, per batch::
     state.advance(record.offset)
     ... update state.model; produce outputs only if not state.silent(record.offset)
     owned.snapshot_due(consumer, every, ...)    # inside the batch's transaction
-    delivery.commit(consumer, owned.offsets_to_commit(processed))
+    delivery.commit(consumer, owned.offsets_to_commit(partitions advanced))
     owned.finish_restores()
 
 and on ``TransactionAbortedError`` calls ``owned.rewind(consumer)``.
@@ -29,7 +29,6 @@ import structlog
 from confluent_kafka import KafkaException, TopicPartition
 
 from stream.gc_tuning import freeze_long_lived
-from stream.kafka_io import Record, next_offsets
 from stream.partition_state import PartitionState, ReadPartition, resume
 from stream.state_store import produce_state
 
@@ -218,13 +217,16 @@ class OwnedPartitions(Generic[M]):
         if not within_batch:
             out.commit(consumer, [])
 
-    def offsets_to_commit(self, processed: Iterable[Record]) -> list[TopicPartition]:
-        # Never move a committed offset back: [S, C) was output before.
-        return [
-            tp
-            for tp in next_offsets(processed)
-            if tp.offset > self.states[(tp.topic or "", tp.partition or 0)].replay_until
-        ]
+    def offsets_to_commit(self, advanced: Iterable[tuple[str, int]]) -> list[TopicPartition]:
+        """After a batch that advanced the ``advanced`` partitions: each one's next offset
+        (one past the last record it processed; records only advance it)."""
+        offsets = []
+        for topic, partition in sorted(set(advanced)):
+            state = self.states[(topic, partition)]
+            # Never move a committed offset back: [S, C) was output before.
+            if state.next_offset > state.replay_until:
+                offsets.append(TopicPartition(topic, partition, state.next_offset))
+        return offsets
 
     def finish_restores(self) -> None:
         for state in self.states.values():

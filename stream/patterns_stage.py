@@ -822,7 +822,7 @@ class PatternStage:
         if self.settings.pattern_topic is not None:
             self._watermarks(producer, processed)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
-        offsets = self.owned.offsets_to_commit(processed)
+        offsets = self.owned.offsets_to_commit((r.topic, r.partition) for r in processed)
         delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
         self.owned.finish_restores()

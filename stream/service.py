@@ -729,7 +729,8 @@ class Service:
             self.summary.first_batch_at = started
         delivery.begin()
         alerts_before = self.summary.alerts
-        processed: list[Record] = []
+        processed = 0
+        advanced: dict[tuple[str, int], None] = {}  # the partitions with processed records
         valid: list[tuple[Record, dict[str, Any]]] = []
         # Per valid event: whether its outputs were already made (``PartitionState.silent``).
         silent: list[bool] = []
@@ -752,7 +753,8 @@ class Service:
             if state.seen(record.offset):
                 continue
             state.advance(record.offset)
-            processed.append(record)
+            processed += 1
+            advanced[key] = None
             decoded = decode(record.value)
             if isinstance(decoded, Invalid):
                 if not state.silent(record.offset):
@@ -793,7 +795,7 @@ class Service:
         self.faults.reached("after_produce", batch_no)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
         self.faults.reached("before_commit", batch_no)
-        offsets = self.owned.offsets_to_commit(processed)
+        offsets = self.owned.offsets_to_commit(advanced)
         delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
         self.owned.finish_restores()
@@ -805,7 +807,7 @@ class Service:
         log.info(
             "batch.committed",
             batch=batch_no,
-            records=len(processed),
+            records=processed,
             alerts=self.summary.alerts - alerts_before,
             offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in offsets},
         )

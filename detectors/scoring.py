@@ -376,9 +376,10 @@ class EventScorer:
         events of open patterns or of entities labeled as fraud.
         """
         results: list[Scored | Unscorable | None] = [None] * len(events)
-        raws_by_type: dict[str, list[dict[str, float]]] = {}
-        values_by_type: dict[str, list[tuple[float, ...]]] = {}
-        index_by_type: dict[str, list[int]] = {}
+        # Per model key: the events' raw features, their values in the model's order, and
+        # their places in ``events``.
+        groups: dict[str, tuple[list[dict[str, float]], list[tuple[float, ...]], list[int]]] = {}
+        cohorts = self.config.cohort_age_h is not None
         arrivals_of: list[tuple[str, ...]] = [()] * len(events)
         track = self.arrivals.arrivals_of if self.arrivals.kinds else None
         extract = self.features.extract
@@ -398,23 +399,20 @@ class EventScorer:
             except Exception as exc:  # the caller dead-letters it; the batch goes on
                 results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
                 continue
-            key = self._key(event_type, features)
-            if key in index_by_type:
-                raws_by_type[key].append(features)
-                values_by_type[key].append(values)
-                index_by_type[key].append(i)
-            else:
-                raws_by_type[key] = [features]
-                values_by_type[key] = [values]
-                index_by_type[key] = [i]
+            key = self._key(event_type, features) if cohorts else event_type
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [], [])
+            group[0].append(features)
+            group[1].append(values)
+            group[2].append(i)
 
         # Models never share state, so each model's events can run on their own, in order.
         top = self.config.explain_top
-        for key, indices in index_by_type.items():
+        for key, (raws, rows, indices) in groups.items():
             model = self._model(key)
             event_type = key.partition(COHORT_SEPARATOR)[0]
-            raws = raws_by_type[key]
-            matrix = np.array(values_by_type[key], dtype=np.float64)
+            matrix = np.array(rows, dtype=np.float64)
             array = model.squash(matrix)
             skip = None if exclude is None else [bool(exclude[i]) for i in indices]
             for start, stop in model.chunks(len(indices)):

@@ -781,12 +781,17 @@ class Service:
         # aligned (stream/alignment.py): the observations of a batch spanning hours of a
         # sparse backlog must not come partition after partition.
         scored_by_type: Counter[str] = Counter()
+        # Without observations, an event below its threshold has nothing to output.
+        observing = self.settings.observations
         for (record, event), outcome, already_out in zip(valid, results, silent, strict=True):
             assert outcome is not None
-            if not already_out:
-                if isinstance(outcome, Scored):
-                    scored_by_type[outcome.event_type] += 1
-                self._output(producer, record, event, outcome)
+            if already_out:
+                continue
+            if isinstance(outcome, Scored):
+                scored_by_type[outcome.event_type] += 1
+                if not (outcome.is_anomaly or observing):
+                    continue
+            self._output(producer, record, event, outcome)
         self.summary.events += scored_by_type.total()
         self.metrics.count_events(scored_by_type)
         # Serve delivery callbacks once per batch (the commit flushes anyway).

@@ -19,6 +19,7 @@ import functools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -412,7 +413,12 @@ class EventScorer:
         for key, (raws, rows, indices) in groups.items():
             model = self._model(key)
             event_type = key.partition(COHORT_SEPARATOR)[0]
-            matrix = np.array(rows, dtype=np.float64)
+            # fromiter over the flattened rows: np.array on a list of tuples inspects each
+            # tuple for its shape and type first, and took about half as long again.
+            width = len(model.specs)
+            matrix = np.fromiter(
+                chain.from_iterable(rows), np.float64, count=len(rows) * width
+            ).reshape(len(rows), width)
             array = model.squash(matrix)
             skip = None if exclude is None else [bool(exclude[i]) for i in indices]
             for start, stop in model.chunks(len(indices)):

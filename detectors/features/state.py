@@ -22,8 +22,9 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 K = TypeVar("K", bound=Hashable)
-_exp = math.exp
 V = TypeVar("V")
+
+_exp = math.exp  # a global, not an attribute lookup per decayed count
 
 
 class BoundedTable(Generic[K, V]):

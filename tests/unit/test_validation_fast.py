@@ -147,7 +147,7 @@ def _struct_schema(event_type: str) -> dict[str, Any]:
     at its path."""
     generated = msgspec.json.schema(EVENT_STRUCTS[event_type])
     checked = _normalise(generated, generated)
-    patterns = {
+    patterns: dict[tuple[str, ...], str] = {
         **ENVELOPE_PATTERNS,
         **{("payload", f): p for f, p in PAYLOAD_PATTERNS.get(event_type, {}).items()},
     }

@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 from detectors.evaluation import evaluate, format_evaluation
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
-from stream.score_tap import tapped
+from stream.score_tap import ScoreParts, tapped
 from stream.service import PartitionScorers, RunSummary, Service, scoring_config
 from stream.settings import ConfigError, ServiceSettings, load_settings
 from stream.topic_reader import (
@@ -161,19 +161,24 @@ def run_range(
     settings: ServiceSettings,
     source: BoundedSource,
     sink: ReplaySink,
-    scores_out: IO[bytes] | None,
+    scores: ScoreParts | None,
     on_batch: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
-    """The service over a bounded source, into a sink: one process's replay."""
+    """The service over a bounded source, into a sink: one process's replay. The parts of
+    ``scores`` it wrote are closed at the end; joining them is the caller's."""
     scorers = PartitionScorers(scoring_config(settings))
     service = Service(
         settings,
         consumer=source,
         producer=sink,  # type: ignore[arg-type]
-        scorer_factory=tapped(scorers, scores_out) if scores_out else scorers,
+        scorer_factory=tapped(scorers, scores.writer) if scores else scorers,
         on_batch=on_batch,
     )
-    return service.run()
+    try:
+        return service.run()
+    finally:
+        if scores is not None:
+            scores.close()
 
 
 class Progress:
@@ -253,20 +258,18 @@ def replay_cli(argv: Sequence[str]) -> int:
             source = BoundedSource(args.bootstrap, args.topic, start, end)
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))
-            scores_out = args.output_scores.open("wb") if args.output_scores else None
-            try:
-                summary = run_range(
-                    settings,
-                    source,
-                    sink,
-                    scores_out,
-                    lambda s: progress.show(
-                        s.records, sum(b - a for a, b in source.ranges.values()), s.records_per_s
-                    ),
-                )
-            finally:
-                if scores_out is not None:
-                    scores_out.close()
+            scores = ScoreParts(args.output_scores) if args.output_scores else None
+            summary = run_range(
+                settings,
+                source,
+                sink,
+                scores,
+                lambda s: progress.show(
+                    s.records, sum(b - a for a, b in source.ranges.values()), s.records_per_s
+                ),
+            )
+            if scores is not None:
+                scores.join(source.ranges)
             run, ranges = ReplayRun.of(summary), source.ranges
         else:
             from stream.replay_workers import replay_in_workers

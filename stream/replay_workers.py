@@ -29,6 +29,7 @@ from detectors.scoring import warm_up
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.replay import Progress, ReplayRun, ReplaySink, run_range
+from stream.score_tap import ScoreParts
 from stream.service import RunSummary, scoring_config
 from stream.settings import ServiceSettings
 from stream.topic_reader import BoundedSource, ReplayError
@@ -98,16 +99,12 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         )
         forward = Producer(producer_config(settings)) if share.forward else None
         sink = ReplaySink(settings.alerts_topic, None, forward, collect=True)
-        scores_out = share.scores_path.open("wb") if share.scores_path else None
+        scores = ScoreParts(share.scores_path) if share.scores_path else None
 
         def count(summary: RunSummary) -> None:
             done[share.index] = summary.records
 
-        try:
-            summary = run_range(settings, source, sink, scores_out, count)
-        finally:
-            if scores_out is not None:
-                scores_out.close()
+        summary = run_range(settings, source, sink, scores, count)
         sink.forward = None  # flushed by the service on its way out; not picklable
         results.put(
             ShareResult(
@@ -147,7 +144,7 @@ def replay_in_workers(
             topic,
             {p: ranges[p] for p in partitions},
             forward,
-            None if scores_path is None else scores_path.with_name(f"{scores_path.name}.{index}"),
+            scores_path,  # each worker writes its partitions' parts of it
         )
         for index, partitions in enumerate(split_partitions(ranges, workers))
     ]
@@ -191,7 +188,7 @@ def replay_in_workers(
         assert outcome.sink is not None  # set on every result without an error
         sink.absorb(outcome.sink)
     if scores_path is not None:
-        _concatenate([share.scores_path for share in shares if share.scores_path], scores_path)
+        ScoreParts(scores_path).join(ranges)
     firsts = [o.first_batch_at for o in ordered if o.first_batch_at is not None]
     lasts = [o.last_commit_at for o in ordered if o.last_commit_at is not None]
     return ReplayRun(
@@ -202,13 +199,3 @@ def replay_in_workers(
         # time.monotonic is one clock for every process of the machine (Linux).
         busy_s=max(lasts) - min(firsts) if firsts and lasts else 0.0,
     )
-
-
-def _concatenate(parts: list[Path], target: Path) -> None:
-    """The workers' score files into one (share after share), the parts removed."""
-    with target.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as data:
-                while chunk := data.read(1 << 20):
-                    out.write(chunk)
-            part.unlink()

@@ -1,9 +1,17 @@
-"""Writes the scores file of ``stream/scores.py``: every scored event of a replay."""
+"""Writes the scores file of ``stream/scores.py``: every scored event of a replay.
+
+The file holds the input partitions one after another, each in offset order. A replay
+meets the partitions' batches in whatever order they are fetched, and with ``--workers``
+in several processes, so each partition is written to its own part and the parts are
+joined in partition order at the end (``ScoreParts``): the same bytes whatever the timing
+and the number of workers.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
@@ -56,7 +64,51 @@ class ScoreTap:
         return results
 
 
-def tapped(factory: Callable[[int], EventScorer], out: IO[bytes]) -> Callable[[int], EventScorer]:
-    """A scorer factory whose scorers also write every scored event to ``out``."""
+class ScoreParts:
+    """The scores file ``target`` as one part per input partition, next to it.
+
+    Each process writes the parts of the partitions it replays (:meth:`writer`), closes
+    them, and one process joins them all in partition order (:meth:`join`).
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self._open: dict[int, IO[bytes]] = {}
+
+    def part(self, partition: int) -> Path:
+        return self.target.with_name(f"{self.target.name}.part-{partition}")
+
+    def writer(self, partition: int) -> IO[bytes]:
+        """The part of ``partition``: started afresh at its first use in this process (one
+        process replays a partition), the same file on later ones."""
+        out = self._open.get(partition)
+        if out is None:
+            out = self._open[partition] = self.part(partition).open("wb")
+        return out
+
+    def close(self) -> None:
+        for out in self._open.values():
+            out.close()
+        self._open.clear()
+
+    def join(self, partitions: Iterable[int]) -> None:
+        """The parts of ``partitions`` into the file, in partition order; parts removed.
+        A partition without a part (nothing scored) adds nothing."""
+        with self.target.open("wb") as out:
+            for partition in sorted(partitions):
+                part = self.part(partition)
+                if not part.exists():
+                    continue
+                with part.open("rb") as data:
+                    while chunk := data.read(1 << 20):
+                        out.write(chunk)
+                part.unlink()
+
+
+def tapped(
+    factory: Callable[[int], EventScorer], writer: Callable[[int], IO[bytes]]
+) -> Callable[[int], EventScorer]:
+    """A scorer factory whose scorers also write every scored event, each partition's to
+    ``writer(partition)``."""
     # The service calls nothing but ``score_batch`` on a scorer, which the tap provides.
-    return lambda partition: cast(EventScorer, ScoreTap(factory(partition), out))
+    return lambda partition: cast(EventScorer, ScoreTap(factory(partition), writer(partition)))

@@ -24,7 +24,7 @@ from schemas.validation import draft07_incompatibilities
 from stream.alerts import alert_id
 from stream.cli import main
 from stream.review import make_label
-from stream.score_tap import tapped
+from stream.score_tap import ScoreParts, tapped
 from stream.scores import read_scores
 from stream.service import PartitionScorers
 from stream.tune import tune_cli
@@ -342,7 +342,7 @@ def test_score_tap_writes_every_scored_event_and_changes_nothing(tmp_path):
     plain = PartitionScorers(config)(0).score_batch(events)
     path = tmp_path / "scores.jsonl"
     with path.open("wb") as out:
-        tapped_results = tapped(PartitionScorers(config), out)(0).score_batch(events)
+        tapped_results = tapped(PartitionScorers(config), lambda _: out)(0).score_batch(events)
     assert tapped_results == plain
     records = read_scores(path)
     assert [r.event_id for r in records] == [e["event_id"] for e in events]
@@ -360,4 +360,16 @@ def test_score_tap_passes_the_learning_guard_through(tmp_path):
     unguarded = PartitionScorers(config)(0).score_batch(events)
     assert guarded != unguarded  # what was kept out of learning changes later scores
     with (tmp_path / "scores.jsonl").open("wb") as out:
-        assert tapped(PartitionScorers(config), out)(0).score_batch(events, exclude) == guarded
+        scorer = tapped(PartitionScorers(config), lambda _: out)(0)
+        assert scorer.score_batch(events, exclude) == guarded
+
+
+def test_score_parts_join_partition_after_partition(tmp_path):
+    parts = ScoreParts(tmp_path / "scores.jsonl")
+    # Batches of partitions 2 and 0 interleaved, as a replay may meet them; 1 scores nothing.
+    for partition, line in [(2, b"c1"), (0, b"a1"), (2, b"c2"), (0, b"a2")]:
+        parts.writer(partition).write(line + b"\n")
+    parts.close()
+    parts.join([2, 1, 0])
+    assert (tmp_path / "scores.jsonl").read_bytes() == b"a1\na2\nc1\nc2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]

@@ -32,8 +32,8 @@ from schemas import EVENT_SCHEMA, EVENT_TYPES, load_schema
 from schemas.event_structs import (
     ENVELOPE_PATTERNS,
     EVENT_STRUCTS,
+    PATTERN_CHECKS,
     PAYLOAD_PATTERNS,
-    PatternCheck,
     fast_accepts,
     python_pattern,
 )
@@ -580,10 +580,7 @@ def test_one_match_decides_as_every_pattern_alone(event_type: str) -> None:
     rng = random.Random(event_type)
     event = _full_event(event_type)
     paths = _patterned_paths(event_type)
-    check = PatternCheck(
-        tuple(PAYLOAD_PATTERNS.get(event_type, {})),
-        (*ENVELOPE_PATTERNS.values(), *PAYLOAD_PATTERNS.get(event_type, {}).values()),
-    )
+    check = PATTERN_CHECKS[event_type]
     assert check(event)
     verdicts = {True: 0, False: 0}
     for path in paths:

@@ -246,6 +246,7 @@ def replay_cli(argv: Sequence[str]) -> int:
     configure_logging("warning", sys.stderr.buffer)
     out = args.output.open("wb") if args.output else None
     sink = ReplaySink(settings.alerts_topic, out)
+    scores = ScoreParts(args.output_scores) if args.output_scores else None
     progress = Progress()
     ranges: dict[int, tuple[int, int]]
     try:
@@ -258,7 +259,6 @@ def replay_cli(argv: Sequence[str]) -> int:
             source = BoundedSource(args.bootstrap, args.topic, start, end)
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))
-            scores = ScoreParts(args.output_scores) if args.output_scores else None
             summary = run_range(
                 settings,
                 source,
@@ -268,8 +268,6 @@ def replay_cli(argv: Sequence[str]) -> int:
                     s.records, sum(b - a for a, b in source.ranges.values()), s.records_per_s
                 ),
             )
-            if scores is not None:
-                scores.join(source.ranges)
             run, ranges = ReplayRun.of(summary), source.ranges
         else:
             from stream.replay_workers import replay_in_workers
@@ -286,6 +284,8 @@ def replay_cli(argv: Sequence[str]) -> int:
                 scores_path=args.output_scores,
                 progress=progress,
             )
+        if scores is not None:  # the parts, however many processes wrote them
+            scores.join(ranges)
     except ReplayError as exc:
         print(f"\nvigil replay: {exc}", file=sys.stderr)
         return 1

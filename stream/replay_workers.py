@@ -135,7 +135,9 @@ def replay_in_workers(
     progress: Progress,
 ) -> ReplayRun:
     """Replay ``ranges`` in up to ``workers`` processes into ``sink`` (a ReplaySink);
-    returns the ReplayRun of them all. Raises ReplayError if a worker fails."""
+    returns the ReplayRun of them all. Raises ReplayError if a worker fails. With
+    ``scores_path``, each worker writes its partitions' parts of it (``ScoreParts``);
+    joining them is the caller's."""
     shares = [
         Share(
             index,
@@ -187,8 +189,6 @@ def replay_in_workers(
     for outcome in ordered:
         assert outcome.sink is not None  # set on every result without an error
         sink.absorb(outcome.sink)
-    if scores_path is not None:
-        ScoreParts(scores_path).join(ranges)
     firsts = [o.first_batch_at for o in ordered if o.first_batch_at is not None]
     lasts = [o.last_commit_at for o in ordered if o.last_commit_at is not None]
     return ReplayRun(

@@ -131,7 +131,7 @@ def _path_credits(
                 break
             child_mass = float(r_mass[t, child])
             share = 1.0 - child_mass / parent_mass if parent_mass > 0 else 0.0
-            if found == 0 or not _listed(order, found, feature):
+            if not _listed(order, found, feature):
                 order[found] = feature
                 found += 1
             credit[feature] += share

@@ -819,10 +819,11 @@ class PatternStage:
             for alert in alerts:
                 self._alert(producer, alert)
             producer.poll(0)
+        advanced = sorted({(r.topic, r.partition) for r in processed})
         if self.settings.pattern_topic is not None:
-            self._watermarks(producer, processed)
+            self._watermarks(producer, advanced)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
-        offsets = self.owned.offsets_to_commit((r.topic, r.partition) for r in processed)
+        offsets = self.owned.offsets_to_commit(advanced)
         delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
         self.owned.finish_restores()
@@ -872,13 +873,13 @@ class PatternStage:
             **self._alert_fields(alert),
         )
 
-    def _watermarks(self, producer: Producer, processed: list[Record]) -> None:
+    def _watermarks(self, producer: Producer, advanced: list[tuple[str, int]]) -> None:
         """Per partition the batch moved, how far its event time has got (less the
         lateness), after its pattern records: ``vigil incidents`` resolves an incident only
         once every partition is past it, as patterns of one attack come from several."""
         assert self._out is not None
         partitions = self._input_partitions or 1 + max(p for _, p in self.owned.states)
-        for topic, partition in sorted({(r.topic, r.partition) for r in processed}):
+        for topic, partition in advanced:
             state = self.owned.states.get((topic, partition))
             if state is None or state.silent(state.next_offset - 1):
                 continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import uuid
@@ -33,7 +32,14 @@ import orjson
 
 from stream import kafka_local
 from stream.logs import configure_logging
-from stream.replay import Progress, ReplayRun, ReplaySink, replay_settings, run_range
+from stream.replay import (
+    Progress,
+    ReplayRun,
+    ReplaySink,
+    replay_settings,
+    run_range,
+    usable_cores,
+)
 from stream.replay_workers import replay_in_workers
 from stream.service import Service
 from stream.settings import load_settings
@@ -135,12 +141,14 @@ def bench_replay_cli(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=min(os.cpu_count() or 1, 3),
-        help="processes of the parallel replay (default: the cores, at most the partitions)",
+        help="processes of the parallel replay (default: as `vigil replay --workers auto`, "
+        "the usable cores, at most the partitions)",
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each mode")
     parser.add_argument("--json", action="store_true", help="one JSON object per mode")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = min(usable_cores(), args.partitions)
     if args.events < 1 or args.partitions < 1 or args.workers < 1 or args.repeat < 1:
         parser.error("--events, --partitions, --workers and --repeat must be >= 1")
     configure_logging("warning", sys.stderr.buffer)

@@ -330,13 +330,18 @@ def _workers(text: str) -> int | str:
     return count
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def _resolve_workers(workers: int | str, ranges: dict[int, tuple[int, int]]) -> int:
     """``auto``: the cores this process may run on, at most one per partition to replay."""
     if workers != "auto":
         return int(workers)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     with_records = sum(1 for start, end in ranges.values() if end > start)
-    return max(1, min(cores or 1, with_records))
+    return max(1, min(usable_cores(), with_records))
 
 
 def _source_of(value: bytes | None) -> dict[str, Any]:

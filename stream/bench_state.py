@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors.features import FeatureExtractor
-from detectors.features.state import BoundedTable, DistinctSets
+from detectors.features.state import BoundedTable, DistinctSets, attributes
 
 _TYPES = (
     "account.created",
@@ -94,13 +94,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _legacy_table(cls: type[BoundedTable[Any, Any]], max_keys: int, data: dict[Any, Any]) -> Any:
     table = cls.__new__(cls)
-    table.__dict__.update(max_keys=max_keys, _data=data)
+    table.__setstate__({"max_keys": max_keys, "_data": data})  # the form it restores as is
     return table
 
 
 def _legacy_distinct(max_values: int, table: BoundedTable[Any, Any]) -> DistinctSets:
     sets = DistinctSets.__new__(DistinctSets)
-    sets.__dict__.update(max_values=max_values, _table=table)
+    sets.max_values, sets._table = max_values, table
     return sets
 
 
@@ -152,7 +152,7 @@ def _check_same(original: FeatureExtractor, restored: FeatureExtractor) -> None:
     A DistinctSets value may come back as ``{v}`` instead of a bare ``v`` (the old format
     had only sets), which it treats alike. The unit tests check the behaviour itself.
     """
-    for name, holder in vars(original).items():
+    for name, holder in attributes(original).items():
         mine, theirs = holder._table._data, getattr(restored, name)._table._data
         if list(mine) != list(theirs):
             raise AssertionError(f"{name}: keys or their LRU order differ after restore")
@@ -164,7 +164,7 @@ def _check_same(original: FeatureExtractor, restored: FeatureExtractor) -> None:
 
 
 def _keys(extractor: FeatureExtractor) -> int:
-    return sum(len(table._table) for table in vars(extractor).values())
+    return sum(len(table._table) for table in attributes(extractor).values())
 
 
 _ROWS = (

@@ -10,17 +10,19 @@ box Half-Space Trees split.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+# FeatureSpec was defined here: checkpoints written then name it by this module.
+from detectors.features.specs import FeatureSpec as FeatureSpec
 from detectors.features.state import (
     DecayingCounts,
     DistinctSets,
     FirstSeen,
     RecentlyNew,
     RunningMeans,
+    attributes,
 )
 
 HOUR = 3600.0
@@ -28,81 +30,6 @@ DAY = 24 * HOUR
 # How long a device (country) new to an account keeps counting as new: a session, so that
 # every event of a takeover's session says so, not only its first.
 NEW_FOR_S = HOUR
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureSpec:
-    """A feature's name and how it is squashed into [0, 1)."""
-
-    name: str
-    scale: float | None  # None: already in [0, 1] (a flag)
-
-    def squash(self, value: float) -> float:
-        if self.scale is None:
-            return min(max(value, 0.0), 1.0)
-        value = max(value, 0.0)
-        return value / (value + self.scale)
-
-
-_COMMON = (
-    FeatureSpec("user_age_h", 24.0),
-    FeatureSpec("user_events_1h", 5.0),
-    FeatureSpec("device_users", 2.0),
-    FeatureSpec("ip_users", 3.0),
-    FeatureSpec("new_device", None),
-    FeatureSpec("new_country", None),
-)
-
-FEATURE_SPECS: dict[str, tuple[FeatureSpec, ...]] = {
-    "account.created": (
-        *_COMMON,
-        FeatureSpec("ip_signups_1h", 2.0),
-        FeatureSpec("device_signups_1h", 1.0),
-    ),
-    "account.login": (
-        *_COMMON,
-        FeatureSpec("failed", None),
-        FeatureSpec("user_failed_logins_1h", 1.0),
-    ),
-    "listing.created": (
-        *_COMMON,
-        FeatureSpec("price_vs_category", 1.0),
-        FeatureSpec("shop_age_h", 24.0),
-        FeatureSpec("shop_listings_1h", 3.0),
-        FeatureSpec("subnet_new_shops_1d", 1.0),
-        FeatureSpec("same_title_1d", 1.0),
-    ),
-    "order.placed": (
-        *_COMMON,
-        FeatureSpec("amount_log", 4.0),
-        FeatureSpec("amount_vs_user", 1.0),
-        FeatureSpec("user_orders_1h", 2.0),
-    ),
-    "payment.attempted": (
-        *_COMMON,
-        FeatureSpec("amount_log", 4.0),
-        FeatureSpec("amount_vs_user", 1.0),
-        FeatureSpec("declined", None),
-        FeatureSpec("device_payments_1h", 3.0),
-        FeatureSpec("device_new_cards_1h", 1.0),
-        FeatureSpec("ip_new_cards_1h", 1.0),
-        FeatureSpec("device_declines_1h", 1.0),
-    ),
-    "message.sent": (
-        *_COMMON,
-        FeatureSpec("has_link", None),
-        FeatureSpec("length_log", 5.0),
-        FeatureSpec("user_messages_1h", 3.0),
-        FeatureSpec("user_recipients", 5.0),
-    ),
-    "review.posted": (
-        *_COMMON,
-        FeatureSpec("low_rating", None),
-        FeatureSpec("reviewer_ordered", None),
-        FeatureSpec("shop_reviews_1h", 2.0),
-        FeatureSpec("shop_low_reviews_1h", 1.0),
-    ),
-}
 
 
 def event_time_s(occurred_at: str) -> float:
@@ -157,8 +84,15 @@ class FeatureExtractor:
         self.user_new_device = RecentlyNew(NEW_FOR_S, max_keys)
         self.user_new_country = RecentlyNew(NEW_FOR_S, max_keys)
 
+    # Pickled as its attributes, as a plain object would be. Spelled out because mypyc gives
+    # a compiled class that defines ``__setstate__`` no default ``__getstate__``.
+    def __getstate__(self) -> dict[str, Any]:
+        return attributes(self)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # Attribute by attribute: a compiled extractor has no ``__dict__``.
+        for name, value in state.items():
+            setattr(self, name, value)
         if "user_new_device" not in state:  # a checkpoint from before session newness
             self._init_newcomers(self.user_devices._table.max_keys)
 
@@ -192,13 +126,25 @@ class FeatureExtractor:
             "new_device": float(new_device),
             "new_country": float(new_country),
         }
-        specific = _SPECIFIC.get(event_type)
-        if specific is None:  # not an event type of the contract: fails as it always did
+        # A chain of direct calls, not a table of methods: compiled, these are native calls.
+        if event_type == "payment.attempted":
+            self._payment_attempted(features, t, entities, context, payload)
+        elif event_type == "order.placed":
+            self._order_placed(features, t, entities, context, payload)
+        elif event_type == "account.login":
+            self._account_login(features, t, entities, context, payload)
+        elif event_type == "message.sent":
+            self._message_sent(features, t, entities, context, payload)
+        elif event_type == "listing.created":
+            self._listing_created(features, t, entities, context, payload)
+        elif event_type == "review.posted":
+            self._review_posted(features, t, entities, context, payload)
+        elif event_type == "account.created":
+            self._account_created(features, t, entities, context, payload)
+        else:  # not an event type of the contract: fails as it always did
             getattr(self, "_" + event_type.replace(".", "_"))(
                 features, t, entities, context, payload
             )
-        else:
-            specific(self, features, t, entities, context, payload)
         return features
 
     # Each adds its event type's features to ``features``, in FEATURE_SPECS order.
@@ -322,13 +268,3 @@ class FeatureExtractor:
         features["reviewer_ordered"] = float(ordered)
         features["shop_reviews_1h"] = self.shop_reviews.add(shop, t)
         features["shop_low_reviews_1h"] = self.shop_low_reviews.add(shop, t, float(low))
-
-
-_Specific = Callable[
-    [FeatureExtractor, dict[str, float], float, Mapping[str, Any], Mapping[str, Any], Any], None
-]
-# Each event type's own features (a class-level table: nothing extra to pickle).
-_SPECIFIC: dict[str, _Specific] = {
-    event_type: getattr(FeatureExtractor, "_" + event_type.replace(".", "_"))
-    for event_type in FEATURE_SPECS
-}

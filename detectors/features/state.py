@@ -26,11 +26,30 @@ V = TypeVar("V")
 
 _exp = math.exp  # a global, not an attribute lookup per decayed count
 
+# Every constructor argument has a default. Not for callers, who should say what they
+# want: a class compiled by mypyc (``setup.py``) is unpickled by calling it without
+# arguments and then setting its attributes, so it must be callable so.
+DEFAULT_MAX_KEYS = 1_000_000
+DEFAULT_SPAN_S = 3600.0
+
+
+def attributes(obj: object) -> dict[str, Any]:
+    """``obj``'s attributes by name, whether its class is compiled or not.
+
+    A class compiled by mypyc has no ``__dict__``; it lists its attributes in
+    ``__mypyc_attrs__``, which is what mypyc's own pickling reads. The two list them in
+    different orders; sorted by name, a pickle of either is the same bytes.
+    """
+    names: tuple[str, ...] | None = getattr(type(obj), "__mypyc_attrs__", None)
+    if names is None:
+        return dict(sorted(vars(obj).items()))
+    return {name: getattr(obj, name) for name in sorted(names) if hasattr(obj, name)}
+
 
 class BoundedTable(Generic[K, V]):
     """A dict that forgets its least recently used key beyond ``max_keys``."""
 
-    def __init__(self, max_keys: int) -> None:
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         if max_keys < 1:
             raise ValueError(f"max_keys must be >= 1, got {max_keys}")
         self.max_keys = max_keys
@@ -204,7 +223,9 @@ class DecayingCounts:
     (1.0, 2.0, 2.0)
     """
 
-    def __init__(self, half_life_s: float, max_keys: int) -> None:
+    def __init__(
+        self, half_life_s: float = DEFAULT_SPAN_S, max_keys: int = DEFAULT_MAX_KEYS
+    ) -> None:
         if half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
         self._rate = math.log(2.0) / half_life_s
@@ -256,7 +277,7 @@ class DistinctSets:
     ((1, True), (1, False), (2, True))
     """
 
-    def __init__(self, max_keys: int, max_values: int = 64) -> None:
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, max_values: int = 64) -> None:
         self.max_values = max_values
         # A bare value, or a set once the key has two (or, with max_values < 1, none).
         self._table: BoundedTable[Hashable, Hashable | set[Hashable]] = BoundedTable(max_keys)
@@ -323,7 +344,7 @@ class DistinctSets:
 class RunningMeans:
     """Exponentially weighted mean per key (e.g. a user's usual order amount)."""
 
-    def __init__(self, alpha: float, max_keys: int) -> None:
+    def __init__(self, alpha: float = 0.1, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.alpha = alpha
         self._table: BoundedTable[Hashable, float] = BoundedTable(max_keys)
 
@@ -355,7 +376,7 @@ class RecentlyNew:
     (False, False)
     """
 
-    def __init__(self, span_s: float, max_keys: int) -> None:
+    def __init__(self, span_s: float = DEFAULT_SPAN_S, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.span_s = span_s
         self._table: BoundedTable[Hashable, tuple[Hashable, float]] = BoundedTable(max_keys)
 
@@ -379,7 +400,7 @@ class RecentlyNew:
 class FirstSeen:
     """Event time at which each key was first seen."""
 
-    def __init__(self, max_keys: int) -> None:
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self._table: BoundedTable[Hashable, float] = BoundedTable(max_keys)
 
     def age(self, key: Hashable, t: float) -> float:

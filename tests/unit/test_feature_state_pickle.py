@@ -20,6 +20,7 @@ from detectors.features.state import (
     DistinctSets,
     FirstSeen,
     RunningMeans,
+    attributes,
 )
 from stream.bench_state import synthetic_events
 from tests.unit.events import _PAYLOADS, make_event
@@ -195,7 +196,7 @@ def test_extractor_continues_identically_after_a_round_trip(max_keys):
     restored = _round_trip(original)
     for event in events[3_000:]:
         assert restored.extract(event) == original.extract(event)
-    for name, table in vars(original).items():
+    for name, table in attributes(original).items():
         assert _items(getattr(restored, name)._table) == _items(table._table), name
 
 

@@ -100,7 +100,7 @@ def test_a_new_device_or_country_stays_new_for_the_session_hour():
 def test_a_checkpoint_from_before_session_newness_restores():
     fx = FeatureExtractor()
     fx.extract(make_event("account.login", seconds=0.0, device="d-home"))
-    state = dict(vars(fx))
+    state = fx.__getstate__()
     del state["user_new_device"], state["user_new_country"]
     old = FeatureExtractor.__new__(FeatureExtractor)
     old.__setstate__(state)

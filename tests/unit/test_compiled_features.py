@@ -1,0 +1,155 @@
+"""The compiled feature modules (mypyc, setup.py) against their Python source.
+
+The source is the reference: the compiled extractor must give the same features, bit for
+bit, and the same state, pickle byte for pickle byte, and each must restore the other's
+checkpoints. The source modules are loaded from their ``.py`` files next to the compiled
+ones, under their own names, for the length of a test.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import pickle
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import detectors.features
+from detectors.features import FeatureExtractor, compiled_modules
+from detectors.features.state import attributes
+from schemas.validation import EventValidator
+from stream.traffic.config import TrafficConfig
+from stream.traffic.generator import generate
+
+FEATURES_DIR = Path(detectors.features.__file__).parent
+SOURCE_NAMES = ("detectors.features.state", "detectors.features.extractor")  # in import order
+
+needs_compiled = pytest.mark.skipif(
+    not compiled_modules(), reason="installed without compiling (VIGIL_COMPILE=0)"
+)
+
+
+@contextmanager
+def source_modules() -> Iterator[dict[str, ModuleType]]:
+    """The feature modules as Python, from their source files, while the block runs.
+
+    They take the compiled modules' places in ``sys.modules``, so the source extractor
+    imports the source state, and pickles made or read meanwhile name the source classes.
+    """
+    saved = {name: sys.modules[name] for name in SOURCE_NAMES}
+    loaded: dict[str, ModuleType] = {}
+    try:
+        for name in SOURCE_NAMES:
+            path = FEATURES_DIR / (name.rsplit(".", 1)[1] + ".py")
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None
+            assert spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        yield loaded
+    finally:
+        sys.modules.update(saved)
+
+
+def _events(count: int, seed: int) -> list[dict[str, Any]]:
+    """Generated marketplace traffic with its attacks, as the service decodes it."""
+    validator = EventValidator()
+    decoded = [validator.decode(r.value) for r in generate(TrafficConfig(events=count, seed=seed))]
+    return [e for e in decoded if isinstance(e, dict)]
+
+
+def test_compiled_modules_are_the_ones_built_from_the_current_source():
+    built = sorted(FEATURES_DIR.glob("*.so"))
+    if not built:
+        pytest.skip("installed without compiling (VIGIL_COMPILE=0)")
+    assert compiled_modules() == list(SOURCE_NAMES)
+    for name in SOURCE_NAMES:
+        source = FEATURES_DIR / (name.rsplit(".", 1)[1] + ".py")
+        (extension,) = FEATURES_DIR.glob(source.stem + ".*.so")
+        # An edit after the build would run the old code: `make setup` compiles again.
+        assert extension.stat().st_mtime >= source.stat().st_mtime, (
+            f"{extension.name} is older than {source.name}: run `make setup` to compile again"
+        )
+
+
+@needs_compiled
+def test_the_source_modules_really_are_python():
+    with source_modules() as modules:
+        for module in modules.values():
+            assert str(module.__file__).endswith(".py")
+        assert modules["detectors.features.extractor"].DecayingCounts is (
+            modules["detectors.features.state"].DecayingCounts
+        )
+    assert compiled_modules() == list(SOURCE_NAMES)  # and the compiled ones are back
+
+
+@needs_compiled
+@pytest.mark.parametrize("max_keys", [50, 1_000_000])  # with and without evictions
+def test_compiled_extractor_gives_the_features_of_the_source(max_keys):
+    events = _events(6_000, seed=4)
+    compiled = FeatureExtractor(max_keys)
+    expected = [compiled.extract(event) for event in events]
+    with source_modules() as modules:
+        source = modules["detectors.features.extractor"].FeatureExtractor(max_keys)
+        got = [source.extract(event) for event in events]
+        source_pickle = pickle.dumps(source)
+    assert got == expected  # names, order and float values (== is exact; no NaN here)
+    # The whole state: the same tables, entries, LRU orders and values, in the same form.
+    assert pickle.dumps(compiled) == source_pickle
+
+
+@needs_compiled
+def test_checkpoints_restore_across_compiled_and_source():
+    events = _events(4_000, seed=8)
+    head, tail = events[:3_000], events[3_000:]
+    compiled = FeatureExtractor(200)
+    for event in head:
+        compiled.extract(event)
+    compiled_blob = pickle.dumps(compiled)
+    with source_modules() as modules:
+        source = pickle.loads(compiled_blob)  # a compiled pod's checkpoint, read by Python
+        assert type(source) is modules["detectors.features.extractor"].FeatureExtractor
+        from_source = [source.extract(event) for event in tail]
+        source_blob = pickle.dumps(source)
+    restored = pickle.loads(source_blob)  # and back into the compiled classes
+    assert type(restored) is FeatureExtractor
+    assert [compiled.extract(event) for event in tail] == from_source
+    assert _entries(restored) == _entries(compiled)
+
+
+def _entries(extractor: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """Every table's entries in LRU order, sets as frozensets: a restored set may iterate
+    in another order than one built member by member, and pickle writes that order."""
+    return {
+        name: [
+            (key, frozenset(value) if type(value) is set else value)
+            for key, value in holder._table._data.items()
+        ]
+        for name, holder in attributes(extractor).items()
+    }
+
+
+@needs_compiled
+def test_an_unknown_event_type_fails_alike():
+    event = _events(10, seed=1)[0] | {"event_type": "account.deleted"}
+    with pytest.raises(AttributeError, match="_account_deleted"):
+        FeatureExtractor().extract(event)
+    with source_modules() as modules, pytest.raises(AttributeError, match="_account_deleted"):
+        modules["detectors.features.extractor"].FeatureExtractor().extract(event)
+
+
+def test_doctests_of_the_source():
+    """Run here, not by --doctest-modules, which collects the compiled module when built
+    (conftest.py) and would find no docstrings in it."""
+    with source_modules() as modules:
+        results = [doctest.testmod(module) for module in modules.values()]
+    assert sum(r.attempted for r in results) >= 3  # DecayingCounts, DistinctSets, ...
+    assert sum(r.failed for r in results) == 0

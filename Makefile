@@ -12,7 +12,11 @@ DATASETS ?= ../shared/datasets
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py detectors/features/state.py detectors/features/extractor.py
+# Compiled sources (detectors/compiled.py): an edit to one compiles them again.
+COMPILED_SOURCES := detectors/compiled.py detectors/features/state.py detectors/features/extractor.py \
+  detectors/arrival_tracker.py
+
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -27,8 +27,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from detectors.arrivals import DEFAULT_KINDS as DEFAULT_ARRIVAL_KINDS
-from detectors.arrivals import ArrivalTracker
+from detectors.arrival_tracker import DEFAULT_KINDS as DEFAULT_ARRIVAL_KINDS
+from detectors.arrival_tracker import ArrivalTracker
 from detectors.explain import DeviationExplainer, Reason
 from detectors.explain_forest import isolation_reasons
 from detectors.explain_hst import PathExplainer

@@ -8,11 +8,8 @@ from collections import defaultdict
 
 import pytest
 
-from detectors.arrivals import (
-    ArrivalConfig,
-    ArrivalFinder,
-    ArrivalTracker,
-)
+from detectors.arrival_tracker import ArrivalTracker
+from detectors.arrivals import ArrivalConfig, ArrivalFinder
 from detectors.attributes import attribute_kind, attributes
 from detectors.patterns import Observation, PatternFinder, PatternUpdate
 from detectors.scoring import EventScorer, Scored, ScoringConfig

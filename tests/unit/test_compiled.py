@@ -1,15 +1,17 @@
-"""The compiled feature modules (mypyc, setup.py) against their Python source.
+"""The compiled modules (mypyc, setup.py, detectors/compiled.py) against their source.
 
-The source is the reference: the compiled extractor must give the same features, bit for
-bit, and the same state, pickle byte for pickle byte, and each must restore the other's
-checkpoints. The source modules are loaded from their ``.py`` files next to the compiled
-ones, under their own names, for the length of a test.
+The source is the reference: the compiled extractor and arrival tracker must give the same
+features and arrivals, bit for bit, and the same state, pickle byte for pickle byte, and
+each must restore the other's checkpoints. The source modules are loaded from their
+``.py`` files next to the compiled ones, under their own names, for the length of a test.
 """
 
 from __future__ import annotations
 
 import doctest
+import importlib
 import importlib.util
+import io
 import pickle
 import sys
 from collections.abc import Iterator
@@ -20,15 +22,16 @@ from typing import Any
 
 import pytest
 
-import detectors.features
-from detectors.features import FeatureExtractor, compiled_modules
+from detectors.arrival_tracker import ArrivalTracker
+from detectors.compiled import COMPILED_MODULES, compiled_modules
+from detectors.features import FeatureExtractor
+from detectors.features.extractor import event_time_s
 from detectors.features.state import attributes
 from schemas.validation import EventValidator
 from stream.traffic.config import TrafficConfig
 from stream.traffic.generator import generate
 
-FEATURES_DIR = Path(detectors.features.__file__).parent
-SOURCE_NAMES = ("detectors.features.state", "detectors.features.extractor")  # in import order
+ROOT = Path(__file__).resolve().parents[2]
 
 needs_compiled = pytest.mark.skipif(
     not compiled_modules(), reason="installed without compiling (VIGIL_COMPILE=0)"
@@ -42,12 +45,11 @@ def source_modules() -> Iterator[dict[str, ModuleType]]:
     They take the compiled modules' places in ``sys.modules``, so the source extractor
     imports the source state, and pickles made or read meanwhile name the source classes.
     """
-    saved = {name: sys.modules[name] for name in SOURCE_NAMES}
+    saved = {name: sys.modules[name] for name in COMPILED_MODULES}
     loaded: dict[str, ModuleType] = {}
     try:
-        for name in SOURCE_NAMES:
-            path = FEATURES_DIR / (name.rsplit(".", 1)[1] + ".py")
-            spec = importlib.util.spec_from_file_location(name, path)
+        for name in COMPILED_MODULES:  # in import order: each finds those before it
+            spec = importlib.util.spec_from_file_location(name, _source(name))
             assert spec is not None
             assert spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -59,6 +61,10 @@ def source_modules() -> Iterator[dict[str, ModuleType]]:
         sys.modules.update(saved)
 
 
+def _source(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
 def _events(count: int, seed: int) -> list[dict[str, Any]]:
     """Generated marketplace traffic with its attacks, as the service decodes it."""
     validator = EventValidator()
@@ -67,13 +73,14 @@ def _events(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def test_compiled_modules_are_the_ones_built_from_the_current_source():
-    built = sorted(FEATURES_DIR.glob("*.so"))
+    built = [m for m in COMPILED_MODULES if list(_source(m).parent.glob(_source(m).stem + ".*.so"))]
     if not built:
         pytest.skip("installed without compiling (VIGIL_COMPILE=0)")
-    assert compiled_modules() == list(SOURCE_NAMES)
-    for name in SOURCE_NAMES:
-        source = FEATURES_DIR / (name.rsplit(".", 1)[1] + ".py")
-        (extension,) = FEATURES_DIR.glob(source.stem + ".*.so")
+    assert built == list(COMPILED_MODULES)  # all or none
+    assert compiled_modules() == built  # and those are what imports
+    for name in COMPILED_MODULES:
+        source = _source(name)
+        (extension,) = source.parent.glob(source.stem + ".*.so")
         # An edit after the build would run the old code: `make setup` compiles again.
         assert extension.stat().st_mtime >= source.stat().st_mtime, (
             f"{extension.name} is older than {source.name}: run `make setup` to compile again"
@@ -88,7 +95,10 @@ def test_the_source_modules_really_are_python():
         assert modules["detectors.features.extractor"].DecayingCounts is (
             modules["detectors.features.state"].DecayingCounts
         )
-    assert compiled_modules() == list(SOURCE_NAMES)  # and the compiled ones are back
+        assert modules["detectors.arrival_tracker"].BoundedTable is (
+            modules["detectors.features.state"].BoundedTable
+        )
+    assert compiled_modules() == list(COMPILED_MODULES)  # and the compiled ones are back
 
 
 @needs_compiled
@@ -151,5 +161,41 @@ def test_doctests_of_the_source():
     (conftest.py) and would find no docstrings in it."""
     with source_modules() as modules:
         results = [doctest.testmod(module) for module in modules.values()]
-    assert sum(r.attempted for r in results) >= 3  # DecayingCounts, DistinctSets, ...
+    assert sum(r.attempted for r in results) >= 4  # DecayingCounts, ArrivalTracker, ...
     assert sum(r.failed for r in results) == 0
+
+
+@needs_compiled
+@pytest.mark.parametrize("max_keys", [30, 1_000_000])  # with and without evictions
+def test_compiled_arrival_tracker_gives_the_arrivals_of_the_source(max_keys):
+    events = _events(6_000, seed=6)
+    times = [event_time_s(event["occurred_at"]) for event in events]
+    kinds = ("device", "ip24", "title")  # every branch, the default's and the optional one
+    compiled = ArrivalTracker(kinds, max_keys=max_keys)
+    expected = [compiled.arrivals_of(event, t) for event, t in zip(events, times, strict=True)]
+    compiled_pickle = pickle.dumps(compiled)
+    with source_modules() as modules:
+        source = modules["detectors.arrival_tracker"].ArrivalTracker(kinds, max_keys=max_keys)
+        got = [source.arrivals_of(event, t) for event, t in zip(events, times, strict=True)]
+        source_pickle = pickle.dumps(source)
+        restored_by_source = pickle.loads(compiled_pickle)
+        assert type(restored_by_source) is modules["detectors.arrival_tracker"].ArrivalTracker
+        again = restored_by_source.arrivals_of(events[0], times[-1] + 86_400.0)
+    assert got == expected
+    assert sum(map(len, expected)) > len(events) // 10  # the test saw arrivals, not only ()
+    assert compiled_pickle == source_pickle
+    assert compiled.arrivals_of(events[0], times[-1] + 86_400.0) == again
+
+
+@pytest.mark.parametrize(
+    ("old_module", "name", "now"),
+    [
+        ("detectors.arrivals", "ArrivalTracker", "detectors.arrival_tracker"),
+        ("detectors.features.extractor", "FeatureSpec", "detectors.features.specs"),
+    ],
+)
+def test_classes_moved_out_still_load_from_checkpoints_that_name_them(old_module, name, now):
+    """Moved into modules of their own for compiling (or for not compiling); a pickle
+    written before names them by their old module."""
+    found = pickle.Unpickler(io.BytesIO()).find_class(old_module, name)
+    assert found is getattr(importlib.import_module(now), name)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from detectors.compiled import compiled_modules
 from detectors.scoring import ENGINES, EventScorer, Scored, ScoringConfig
 from schemas.validation import EventValidator, Invalid
 from stream.traffic.generator import TrafficConfig, generate
@@ -72,6 +73,7 @@ def bench_pipeline_cli(argv: Sequence[str]) -> int:
             f"pipeline: {len(values):,} generated records, batches of {args.batch_size},"
             f" validation {validation}"
         )
+        print(f"compiled modules: {', '.join(compiled_modules()) or 'none (VIGIL_COMPILE=0)'}")
         print(f"{'engine':<10} {'events/s':>10} {'vs river-hst':>13} {'alerts':>7}")
     for engine, (seconds, alerts) in results.items():
         row = {

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 
+from detectors.compiled import compiled_modules
 from stream import kafka_local
 from stream.logs import configure_logging
 from stream.replay import (
@@ -113,6 +114,7 @@ def _table(events: int, partitions: int, repeat: int, rows: list[Measured]) -> s
     lines = [
         f"{PROG}: {events:,} generated records on {partitions} partitions; best of {repeat} "
         "runs, first batch to last commit",
+        f"compiled modules: {', '.join(compiled_modules()) or 'none (VIGIL_COMPILE=0)'}",
         "",
         f"{'mode':<32} {'records/s':>10} {'vs live':>8} {'alerts':>7}  same alerts as live",
     ]

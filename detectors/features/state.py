@@ -5,21 +5,25 @@ so memory stays constant however long the stream runs. Time is always the event'
 time (seconds), never the wall clock, so a replay computes the same features.
 
 A partition's state is checkpointed with ``pickle`` and restored on partition assignment,
-so a table pickles in a columnar form (see ``BoundedTable.__getstate__``): one joined
+so a table pickles in a columnar form (``BoundedTable.__getstate__``, columnar.py): one joined
 string for the keys and numpy arrays for the numbers, instead of millions of small Python
 objects, each of which pickle would write, memoise and rebuild one at a time.
 """
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
-from itertools import chain, islice
+from collections.abc import Hashable
 from typing import Any, Generic, TypeVar, cast
 
-import numpy as np
+from detectors.features.columnar import (
+    FORMAT,
+    gc_paused,
+    pack_hashables,
+    pack_values,
+    unpack_hashables,
+    unpack_values,
+)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -90,10 +94,10 @@ class BoundedTable(Generic[K, V]):
 
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "format": _FORMAT,
+            "format": FORMAT,
             "max_keys": self.max_keys,
-            "keys": _pack_hashables(list(self._data)),
-            "values": _pack_values(list(self._data.values())),
+            "keys": pack_hashables(list(self._data)),
+            "values": pack_values(list(self._data.values())),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -101,118 +105,13 @@ class BoundedTable(Generic[K, V]):
             self.max_keys = state["max_keys"]
             self._data = state["_data"]
             return
-        if state.get("format") != _FORMAT:
+        if state.get("format") != FORMAT:
             raise ValueError(f"unknown BoundedTable pickle format {state.get('format')!r}")
         self.max_keys = state["max_keys"]
-        with _gc_paused():
-            keys = _unpack_hashables(state["keys"])
-            values = _unpack_values(state["values"])
+        with gc_paused():
+            keys = unpack_hashables(state["keys"])
+            values = unpack_values(state["values"])
             self._data = dict(zip(keys, values, strict=True))
-
-
-_FORMAT = 1
-# Joins string keys into one string. A key containing it falls back to a plain list.
-_SEP = "\x00"
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a restore allocates millions of containers.
-
-    Each new tuple or set counts towards the next collection, and full collections walk
-    every live object, so a million-key restore spent most of its time in the GC. Nothing
-    built here can form a reference cycle; the GC is resumed (if it was on) afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _pack_hashables(items: list[Any]) -> tuple[str, Any]:
-    """Strings as one joined string (one pickle opcode, one ``split`` to restore)."""
-    if items and set(map(type, items)) == {str}:
-        joined = _SEP.join(items)
-        if joined.count(_SEP) == len(items) - 1:  # no item contains the separator
-            return "joined", joined
-    return "list", items
-
-
-def _unpack_hashables(packed: tuple[str, Any]) -> list[Any]:
-    kind, data = packed
-    if kind == "joined":
-        return data.split(_SEP)  # type: ignore[no-any-return]
-    if kind == "list":
-        return list(data)
-    raise ValueError(f"unknown packed key form {kind!r}")
-
-
-def _float_rows(values: list[Any]) -> int | None:
-    """The common width if every value is a tuple or list of exactly-``float`` items."""
-    widths = set(map(len, values))
-    if len(widths) != 1:
-        return None
-    width = widths.pop()
-    if width == 0 or set(map(type, chain.from_iterable(values))) != {float}:
-        return None
-    return width
-
-
-def _pack_values(values: list[Any]) -> tuple[str, Any]:
-    """Columnar form of a table's values, chosen by their exact types.
-
-    ``float`` -> a float64 array; tuples or lists of floats of one width -> an (n, width)
-    float64 array; sets -> their members packed flat plus one length per set. float64
-    holds a Python float exactly, and ``tolist`` gives Python floats back, so restored
-    values compare and compute exactly as before. Anything else is kept as a list.
-    """
-    if not values:
-        return "list", values
-    types = set(map(type, values))
-    if types == {float}:
-        return "float", np.array(values, dtype=np.float64)
-    if types in ({tuple}, {list}):
-        width = _float_rows(values)
-        if width is not None:
-            flat = np.fromiter(
-                chain.from_iterable(values), dtype=np.float64, count=len(values) * width
-            )
-            kind = "float_tuples" if types == {tuple} else "float_lists"
-            return kind, flat.reshape(len(values), width)
-    if set in types or types == {str}:
-        # Bare values and sets (DistinctSets keeps a lone value bare): every member flat,
-        # and per value its set size, or -1 for a bare value.
-        lengths = np.fromiter(
-            (len(v) if type(v) is set else -1 for v in values), dtype=np.int64, count=len(values)
-        )
-        # Most sets are tiny; the smallest integer type keeps the lengths column small.
-        lengths = lengths.astype(np.min_scalar_type(-max(int(lengths.max()), 1)))
-        members = list(chain.from_iterable(v if type(v) is set else (v,) for v in values))
-        return "members", (lengths, _pack_hashables(members))
-    return "list", values
-
-
-def _unpack_values(packed: tuple[str, Any]) -> list[Any]:
-    kind, data = packed
-    if kind == "float":
-        return data.tolist()  # type: ignore[no-any-return]
-    if kind == "float_tuples":
-        return list(map(tuple, data.tolist()))
-    if kind == "float_lists":
-        return data.tolist()  # type: ignore[no-any-return]
-    if kind == "members":
-        lengths, packed_members = data
-        members = _unpack_hashables(packed_members)
-        if lengths.max(initial=-1) < 0:
-            return members  # all bare
-        flat = iter(members)
-        return [next(flat) if n < 0 else set(islice(flat, n)) for n in lengths.tolist()]
-    if kind == "list":
-        return list(data)
-    raise ValueError(f"unknown packed value form {kind!r}")
 
 
 class DecayingCounts:

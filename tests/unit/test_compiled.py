@@ -40,9 +40,9 @@ needs_compiled = pytest.mark.skipif(
 
 @contextmanager
 def source_modules() -> Iterator[dict[str, ModuleType]]:
-    """The feature modules as Python, from their source files, while the block runs.
+    """The compiled modules as Python, from their source files, while the block runs.
 
-    They take the compiled modules' places in ``sys.modules``, so the source extractor
+    They take the compiled ones' places in ``sys.modules``, so the source extractor
     imports the source state, and pickles made or read meanwhile name the source classes.
     """
     saved = {name: sys.modules[name] for name in COMPILED_MODULES}

@@ -10,9 +10,11 @@ box Half-Space Trees split.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+
+from detectors.features.specs import FEATURE_SPECS
 
 # FeatureSpec was defined here: checkpoints written then name it by this module.
 from detectors.features.specs import FeatureSpec as FeatureSpec
@@ -126,25 +128,13 @@ class FeatureExtractor:
             "new_device": float(new_device),
             "new_country": float(new_country),
         }
-        # A chain of direct calls, not a table of methods: compiled, these are native calls.
-        if event_type == "payment.attempted":
-            self._payment_attempted(features, t, entities, context, payload)
-        elif event_type == "order.placed":
-            self._order_placed(features, t, entities, context, payload)
-        elif event_type == "account.login":
-            self._account_login(features, t, entities, context, payload)
-        elif event_type == "message.sent":
-            self._message_sent(features, t, entities, context, payload)
-        elif event_type == "listing.created":
-            self._listing_created(features, t, entities, context, payload)
-        elif event_type == "review.posted":
-            self._review_posted(features, t, entities, context, payload)
-        elif event_type == "account.created":
-            self._account_created(features, t, entities, context, payload)
-        else:  # not an event type of the contract: fails as it always did
+        specific = _SPECIFIC.get(event_type)
+        if specific is None:  # not an event type of the contract: fails as it always did
             getattr(self, "_" + event_type.replace(".", "_"))(
                 features, t, entities, context, payload
             )
+        else:
+            specific(self, features, t, entities, context, payload)
         return features
 
     # Each adds its event type's features to ``features``, in FEATURE_SPECS order.
@@ -268,3 +258,13 @@ class FeatureExtractor:
         features["reviewer_ordered"] = float(ordered)
         features["shop_reviews_1h"] = self.shop_reviews.add(shop, t)
         features["shop_low_reviews_1h"] = self.shop_low_reviews.add(shop, t, float(low))
+
+
+_Specific = Callable[
+    [FeatureExtractor, dict[str, float], float, Mapping[str, Any], Mapping[str, Any], Any], None
+]
+# Each event type's own features (a class-level table: nothing extra to pickle).
+_SPECIFIC: dict[str, _Specific] = {
+    event_type: getattr(FeatureExtractor, "_" + event_type.replace(".", "_"))
+    for event_type in FEATURE_SPECS
+}

@@ -13,7 +13,7 @@ from typing import Any
 
 from detectors.attributes import attribute_kind
 from detectors.features.extractor import normalised_title, subnet24
-from detectors.features.state import BoundedTable
+from detectors.features.state import DEFAULT_MAX_KEYS, BoundedTable
 
 DAY_S = 86_400.0
 # Resources one actor controls: a burst of users there is coordination. Shops, countries,
@@ -40,7 +40,7 @@ class ArrivalTracker:
         self,
         kinds: Sequence[str] = DEFAULT_KINDS,
         forget_s: float = DAY_S,
-        max_keys: int = 1_000_000,
+        max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         if not (math.isfinite(forget_s) and forget_s > 0):
             raise ValueError(f"forget_s must be positive, got {forget_s}")

@@ -6,6 +6,7 @@ reference; tests/unit/test_compiled.py checks the compiled modules against it.
 """
 
 import importlib
+from typing import Any
 
 # In import order (each imports only those before it). setup.py reads this list.
 COMPILED_MODULES: tuple[str, ...] = (
@@ -22,3 +23,16 @@ def compiled_modules() -> list[str]:
         for name in COMPILED_MODULES
         if not str(importlib.import_module(name).__file__).endswith(".py")
     ]
+
+
+def attributes(obj: object) -> dict[str, Any]:
+    """``obj``'s attributes by name, whether its class is compiled or not.
+
+    A class compiled by mypyc has no ``__dict__``; it lists its attributes in
+    ``__mypyc_attrs__``, which is what mypyc's own pickling reads. The two list them in
+    different orders; sorted by name, a pickle of either is the same bytes.
+    """
+    names: tuple[str, ...] | None = getattr(type(obj), "__mypyc_attrs__", None)
+    if names is None:
+        return dict(sorted(vars(obj).items()))
+    return {name: getattr(obj, name) for name in sorted(names) if hasattr(obj, name)}

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from detectors.compiled import attributes
 from detectors.features import FeatureExtractor
-from detectors.features.state import BoundedTable, DistinctSets, attributes
+from detectors.features.state import BoundedTable, DistinctSets
 
 _TYPES = (
     "account.created",

@@ -14,17 +14,18 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from detectors.compiled import attributes
 from detectors.features.specs import FEATURE_SPECS
 
 # FeatureSpec was defined here: checkpoints written then name it by this module.
 from detectors.features.specs import FeatureSpec as FeatureSpec
 from detectors.features.state import (
+    DEFAULT_MAX_KEYS,
     DecayingCounts,
     DistinctSets,
     FirstSeen,
     RecentlyNew,
     RunningMeans,
-    attributes,
 )
 
 HOUR = 3600.0
@@ -50,7 +51,7 @@ def normalised_title(title: str) -> str:
 class FeatureExtractor:
     """All per-entity feature state, bounded by ``max_keys`` per table."""
 
-    def __init__(self, max_keys: int = 1_000_000) -> None:
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         velocity = DecayingCounts
         self.user_first_seen = FirstSeen(max_keys)
         self.shop_first_seen = FirstSeen(max_keys)

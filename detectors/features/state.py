@@ -37,19 +37,6 @@ DEFAULT_MAX_KEYS = 1_000_000
 DEFAULT_SPAN_S = 3600.0
 
 
-def attributes(obj: object) -> dict[str, Any]:
-    """``obj``'s attributes by name, whether its class is compiled or not.
-
-    A class compiled by mypyc has no ``__dict__``; it lists its attributes in
-    ``__mypyc_attrs__``, which is what mypyc's own pickling reads. The two list them in
-    different orders; sorted by name, a pickle of either is the same bytes.
-    """
-    names: tuple[str, ...] | None = getattr(type(obj), "__mypyc_attrs__", None)
-    if names is None:
-        return dict(sorted(vars(obj).items()))
-    return {name: getattr(obj, name) for name in sorted(names) if hasattr(obj, name)}
-
-
 class BoundedTable(Generic[K, V]):
     """A dict that forgets its least recently used key beyond ``max_keys``."""
 

@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 
 from detectors.arrival_tracker import ArrivalTracker
-from detectors.compiled import COMPILED_MODULES, compiled_modules
+from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
 from detectors.features import FeatureExtractor
 from detectors.features.extractor import event_time_s
-from detectors.features.state import attributes
 from schemas.validation import EventValidator
 from stream.traffic.config import TrafficConfig
 from stream.traffic.generator import generate

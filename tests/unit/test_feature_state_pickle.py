@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from detectors.compiled import attributes
 from detectors.features import FeatureExtractor
 from detectors.features.state import (
     BoundedTable,
@@ -20,7 +21,6 @@ from detectors.features.state import (
     DistinctSets,
     FirstSeen,
     RunningMeans,
-    attributes,
 )
 from stream.bench_state import synthetic_events
 from tests.unit.events import _PAYLOADS, make_event

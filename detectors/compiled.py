@@ -1,7 +1,8 @@
 """The modules ``setup.py`` compiles with mypyc, and which of them run compiled here.
 
-They are the per-event, per-entity state code: plain dict, string and float work, which
-the interpreter's per-operation overhead dominates. The Python source stays the
+They are the per-event, per-entity state code and the valid-event fast path of the
+decoding: plain dict, string and float work, which the interpreter's per-operation
+overhead dominates. The Python source stays the
 reference; tests/unit/test_compiled.py checks the compiled modules against it.
 """
 
@@ -13,6 +14,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "detectors.features.state",
     "detectors.features.extractor",
     "detectors.arrival_tracker",
+    "schemas.fast_path",
 )
 
 

@@ -1,7 +1,8 @@
 """event.v1.json as msgspec Structs: a compiled accept-only check for the common case.
 
 ``EventValidator.decode`` parses with orjson as before and then runs
-``msgspec.convert(event, EVENT_STRUCTS[event_type])`` on the parsed dict. If msgspec accepts,
+``msgspec.convert(event, EVENT_STRUCTS[event_type])`` on the parsed dict (in the compiled
+fast path, ``schemas/fast_path.py``). If msgspec accepts,
 the event is valid and the dict is returned as it is (the Structs are thrown away, so every
 value keeps the type orjson gave it). If msgspec rejects, the fastjsonschema validator decides
 and words the dead-letter detail, exactly as before this fast path existed.
@@ -21,9 +22,9 @@ there. Everything else mirrors the schema one to one:
 - ``pattern``: taken from the schema's ``$defs`` and properties, with every unescaped ``$``
   turned into ``\\Z`` as fastjsonschema does (ECMA-262 ``$`` is the end of the input; with
   Python's ``re.search`` it would also match before a final newline). Not in the Structs:
-  after a Struct accepts, ``PatternCheck`` matches all of an event's patterns at once
-  (``ENVELOPE_PATTERNS``, ``PAYLOAD_PATTERNS``), which costs a fifth of msgspec's call per
-  pattern;
+  after a Struct accepts, ``PatternCheck`` (fast_path.py) matches all of an event's
+  patterns at once (``ENVELOPE_PATTERNS``, ``PAYLOAD_PATTERNS``), which costs a fifth of
+  msgspec's call per pattern;
 - the per-type ``allOf``/``if``/``then`` branch: one Struct per event type, whose
   ``event_type`` is that type's ``Literal`` (``decode`` picks it by ``event_type``), with the
   ``entities`` the branch requires non-null.
@@ -36,13 +37,13 @@ mutations, and the one match with each pattern alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 from schemas import EVENT_SCHEMA, load_schema
+from schemas.fast_path import PatternCheck
 
 # The same substitution fastjsonschema applies to every `pattern` (draft04.DOLLAR_FINDER).
 _DOLLAR: Final = re.compile(r"(?<!\\)\$")
@@ -69,7 +70,7 @@ def _pattern(*path: str) -> str:
 
 
 # Patterned strings are plain ``str`` here: their patterns are checked all at once by
-# ``PatternCheck`` (below), after the Struct accepted everything else.
+# ``PatternCheck`` (PATTERN_CHECKS, below), after the Struct accepted everything else.
 EventId = Annotated[str, Meta(min_length=1, max_length=64)]
 Timestamp = str
 EntityId = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -291,55 +292,13 @@ PAYLOAD_PATTERNS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
-# Joins the patterned strings of an event; no pattern below accepts it (see PatternCheck).
-_SEPARATOR: Final = "\x00"
-
-
-class PatternCheck:
-    """Every pattern of one event type in a single regex match.
-
-    msgspec runs a field's pattern through a generic method call, about 0.3 us each, five
-    to seven times an event. Here the patterned strings are joined with NUL into one
-    string and matched against the patterns joined the same way, each wrapped as
-    ``(?:inner)`` between the anchors its own pattern had (``^inner\\Z``).
-
-    Never looser than the patterns one by one: the text must hold exactly one NUL per
-    join, so the joins' NULs are the only ones in it and every pattern must match exactly
-    its own string, start to end. It can be stricter (a pattern whose lookaround peeks
-    past its string's end would now see a NUL), and stricter is safe: a rejected event
-    is judged again by fastjsonschema, as every event the Structs reject is.
-    """
-
-    def __init__(self, payload_patterns: Mapping[str, str]) -> None:
-        """The envelope's patterns (ENVELOPE_PATTERNS) and then ``payload_patterns``, by
-        payload field, in that order."""
-        patterns = [*ENVELOPE_PATTERNS.values(), *payload_patterns.values()]
-        inners = []
-        for pattern in patterns:
-            if not (pattern.startswith("^") and pattern.endswith("\\Z")):
-                raise ValueError(f"pattern {pattern!r} is not anchored at both ends")
-            inners.append(f"(?:{pattern[1:-2]})")
-        self._match = re.compile("^" + _SEPARATOR.join(inners) + "\\Z").match
-        self._payload_fields = tuple(payload_patterns)
-        self._separators = len(patterns) - 1
-
-    def __call__(self, event: dict[str, Any]) -> bool:
-        """Whether every patterned string of ``event`` (which its Struct accepted, so each
-        is a ``str``) matches its pattern."""
-        context = event["context"]
-        # ENVELOPE_PATTERNS' strings in its order, spelled out: this runs for every event.
-        text = (
-            f"{event['event_id']}\x00{event['occurred_at']}\x00{context['ip']}"
-            f"\x00{context['country']}"
-        )
-        if self._payload_fields:
-            payload = event["payload"]
-            text += "".join([f"\x00{payload[name]}" for name in self._payload_fields])
-        return text.count(_SEPARATOR) == self._separators and self._match(text) is not None
-
-
 PATTERN_CHECKS: Final[dict[str, PatternCheck]] = {
-    event_type: PatternCheck(PAYLOAD_PATTERNS.get(event_type, {})) for event_type in EVENT_STRUCTS
+    event_type: PatternCheck(
+        ENVELOPE_PATTERNS,
+        PAYLOAD_PATTERNS.get(event_type, {}),
+        lambda pattern: re.compile(pattern).match,
+    )
+    for event_type in EVENT_STRUCTS
 }
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import fastjsonschema
-import msgspec
 import orjson
 
 from schemas import ALERT_SCHEMA, DEAD_LETTER_SCHEMA, EVENT_SCHEMA, LABEL_SCHEMA, load_schema
-from schemas.event_structs import EVENT_STRUCTS, PATTERN_CHECKS, PatternCheck
+from schemas.event_structs import EVENT_STRUCTS, PATTERN_CHECKS
+from schemas.fast_path import FastPath
 
 InvalidReason = Literal["oversized", "invalid_json", "not_an_object", "schema_violation"]
 DEAD_LETTER_REASONS: Final[tuple[InvalidReason, ...]] = (
@@ -99,8 +99,6 @@ class Invalid:
 
 Validate = Callable[[Any], Any]
 
-_convert: Final = msgspec.convert
-
 
 class EventValidator:
     """Decodes and validates raw event bytes. Compiles once; decode() never raises on input."""
@@ -129,9 +127,11 @@ class EventValidator:
             self._by_type[event_type] = compile_schema(specialised, EVENT_SCHEMA)
         # The compiled fast path: one msgspec Struct per event type, stricter than or equal
         # to the schema, never looser (parity-tested in tests/unit/test_validation_fast.py).
-        # Its patterns are checked after it, all in one match (event_structs.PatternCheck).
-        self._fast_by_type: dict[str, tuple[type[msgspec.Struct], PatternCheck]] = (
-            {t: (struct, PATTERN_CHECKS[t]) for t, struct in EVENT_STRUCTS.items()} if fast else {}
+        # Its patterns are checked after it, all in one match (fast_path.PatternCheck).
+        self._fast = (
+            FastPath({t: (struct, PATTERN_CHECKS[t]) for t, struct in EVENT_STRUCTS.items()})
+            if fast
+            else None
         )
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
@@ -142,6 +142,12 @@ class EventValidator:
         size = len(raw)
         if size > self.max_bytes:
             return Invalid("oversized", f"{size} bytes exceeds the limit of {self.max_bytes}")
+        if self._fast is not None:
+            accepted = self._fast.accept(raw)
+            if accepted is not None:
+                return accepted
+        # Not accepted by the Structs (or not even JSON): parsed again here, where
+        # fastjsonschema decides and words the dead-letter detail, as before the fast path.
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -149,18 +155,6 @@ class EventValidator:
         if not isinstance(value, dict):
             return Invalid("not_an_object", f"top-level JSON value is {_json_type_name(value)}")
         event_type = value.get("event_type")
-        fast = self._fast_by_type.get(event_type) if isinstance(event_type, str) else None
-        if fast is not None:
-            # The msgspec Structs accept only what the schema accepts (event_structs.py);
-            # whatever they reject, fastjsonschema judges and words, as before.
-            struct, patterns_match = fast
-            try:
-                _convert(value, struct)
-            except msgspec.MsgspecError:
-                pass
-            else:
-                if patterns_match(value):
-                    return value
         validate = self._by_type.get(event_type) if isinstance(event_type, str) else None
         try:
             (validate or self._validate)(value)

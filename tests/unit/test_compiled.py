@@ -2,7 +2,8 @@
 
 The source is the reference: the compiled extractor and arrival tracker must give the same
 features and arrivals, bit for bit, and the same state, pickle byte for pickle byte, and
-each must restore the other's checkpoints. The source modules are loaded from their
+each must restore the other's checkpoints; the compiled decoding fast path must accept
+exactly the records the source accepts, as the same dicts. The source modules are loaded from their
 ``.py`` files next to the compiled ones, under their own names, for the length of a test.
 """
 
@@ -13,6 +14,7 @@ import importlib
 import importlib.util
 import io
 import pickle
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,12 +22,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import orjson
 import pytest
 
 from detectors.arrival_tracker import ArrivalTracker
 from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
 from detectors.features import FeatureExtractor
 from detectors.features.extractor import event_time_s
+from schemas.event_structs import ENVELOPE_PATTERNS, EVENT_STRUCTS, PAYLOAD_PATTERNS
 from schemas.validation import EventValidator
 from stream.traffic.config import TrafficConfig
 from stream.traffic.generator import generate
@@ -184,6 +188,42 @@ def test_compiled_arrival_tracker_gives_the_arrivals_of_the_source(max_keys):
     assert sum(map(len, expected)) > len(events) // 10  # the test saw arrivals, not only ()
     assert compiled_pickle == source_pickle
     assert compiled.arrivals_of(events[0], times[-1] + 86_400.0) == again
+
+
+@needs_compiled
+def test_compiled_fast_path_accepts_what_the_source_accepts():
+    records = [r.value for r in generate(TrafficConfig(events=4_000, seed=5, bad_fraction=0.05))]
+    # And valid events broken in their patterned strings, which only the patterns reject.
+    validator = EventValidator()
+    for raw in records[:400:4]:
+        event = validator.decode(raw)
+        if isinstance(event, dict):
+            event["context"]["ip"] = "10.0.0.256"
+            records.append(orjson.dumps(event))
+            event["context"]["ip"] = "10.0.0.1\x0010.0.0.1"
+            records.append(orjson.dumps(event))
+    compiled = validator._fast
+    assert compiled is not None
+    expected = [compiled.accept(raw) for raw in records]
+    with source_modules() as modules:
+        fast_path = modules["schemas.fast_path"]
+        source = fast_path.FastPath(
+            {
+                event_type: (
+                    struct,
+                    fast_path.PatternCheck(
+                        ENVELOPE_PATTERNS,
+                        PAYLOAD_PATTERNS.get(event_type, {}),
+                        lambda pattern: re.compile(pattern).match,
+                    ),
+                )
+                for event_type, struct in EVENT_STRUCTS.items()
+            }
+        )
+        got = [source.accept(raw) for raw in records]
+    assert got == expected
+    accepted = sum(event is not None for event in expected)
+    assert 3_000 < accepted < len(records) - 300  # both verdicts, many times
 
 
 @pytest.mark.parametrize(

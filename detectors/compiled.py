@@ -14,6 +14,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "detectors.features.state",
     "detectors.features.extractor",
     "detectors.arrival_tracker",
+    "detectors.feature_rows",
     "schemas.fast_path",
 )
 

@@ -5,10 +5,11 @@ they are cut into batches. Each event is scored before it is learned. Scoring,
 thresholding and explanation keep separate state so later stages (pattern grouping,
 precision tuning) can replace any one of them.
 
-A batch is scored in three passes: features event by event (entity state is sequential),
-then each event type's rows, squashed as one array, through its detector in one
-vectorised ``score_learn_many`` (types never share a detector, so this keeps the
-per-event order within a model), then thresholds and explanations per chunk of a type
+A batch is scored in three passes: features event by event (entity state is sequential;
+``detectors/feature_rows.py``, compiled), then each event type's rows, squashed as one
+array, through its detector in one vectorised ``score_learn_many`` (types never share a
+detector, so this keeps the per-event order within a model), then thresholds and
+explanations per chunk of a type
 (``_TypeModel.judge_chunk``: the same per-event order, with the explainer learning in
 blocks between the alerts it explains).
 """
@@ -32,8 +33,8 @@ from detectors.arrival_tracker import ArrivalTracker
 from detectors.explain import DeviationExplainer, Reason
 from detectors.explain_forest import isolation_reasons
 from detectors.explain_hst import PathExplainer
+from detectors.feature_rows import extract_rows
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
-from detectors.features.extractor import event_time_s
 from detectors.hst import HalfSpaceTrees
 from detectors.iforest import FlatForest, IsolationForestASD
 from detectors.protect import Protected, score_learn_except
@@ -354,6 +355,9 @@ class EventScorer:
             self._models[key] = model
         return model
 
+    def _row_of(self, event_type: str) -> Callable[[Mapping[str, float]], tuple[float, ...]]:
+        return self._model(event_type).values
+
     def _key(self, event_type: str, features: Mapping[str, float]) -> str:
         limit = self.config.cohort_age_h
         if limit is not None and features["user_age_h"] < limit:
@@ -377,40 +381,20 @@ class EventScorer:
         events of open patterns or of entities labeled as fraud.
         """
         results: list[Scored | Unscorable | None] = [None] * len(events)
-        # Per model key: the events' raw features, their values in the model's order, and
-        # their places in ``events``.
-        groups: dict[str, tuple[list[dict[str, float]], list[tuple[float, ...]], list[int]]] = {}
-        cohorts = self.config.cohort_age_h is not None
-        arrivals_of: list[tuple[str, ...]] = [()] * len(events)
-        track = self.arrivals.arrivals_of if self.arrivals.kinds else None
-        extract = self.features.extract
-        getters: dict[str, Callable[[Mapping[str, float]], tuple[float, ...]]] = {}
-        for i, event in enumerate(events):
-            try:
-                # Event time parsed once, for the features and the arrivals alike.
-                t = event_time_s(event["occurred_at"])
-                features = extract(event, t)
-                event_type: str = event["event_type"]
-                getter = getters.get(event_type)
-                if getter is None:
-                    getter = getters[event_type] = self._model(event_type).values
-                values = getter(features)
-                if track is not None:
-                    arrivals_of[i] = track(event, t)
-            except Exception as exc:  # the caller dead-letters it; the batch goes on
-                results[i] = Unscorable(f"{type(exc).__name__}: {exc}")
-                continue
-            key = self._key(event_type, features) if cohorts else event_type
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = ([], [], [])
-            group[0].append(features)
-            group[1].append(values)
-            group[2].append(i)
+        batch = extract_rows(
+            self.features,
+            self.arrivals if self.arrivals.kinds else None,
+            events,
+            self._row_of,
+            self._key if self.config.cohort_age_h is not None else None,
+        )
+        for i, detail in batch.failures.items():  # the caller dead-letters them
+            results[i] = Unscorable(detail)
 
         # Models never share state, so each model's events can run on their own, in order.
         top = self.config.explain_top
-        for key, (raws, rows, indices) in groups.items():
+        for key, group in batch.by_model.items():
+            raws, rows, indices = group.raws, group.rows, group.indices
             model = self._model(key)
             event_type = key.partition(COHORT_SEPARATOR)[0]
             # fromiter over the flattened rows: np.array on a list of tuples inspects each
@@ -433,7 +417,7 @@ class EventScorer:
                     array[start:stop],
                     np.asarray(scores, dtype=np.float64).tolist(),
                     top,
-                    [arrivals_of[i] for i in indices[start:stop]],
+                    [batch.arrivals[i] for i in indices[start:stop]],
                 )
                 for i, scored in zip(indices[start:stop], judged, strict=True):
                     results[i] = scored

@@ -27,7 +27,7 @@ import pytest
 
 from detectors.arrival_tracker import ArrivalTracker
 from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
-from detectors.features import FeatureExtractor
+from detectors.features import FEATURE_SPECS, FeatureExtractor
 from detectors.features.extractor import event_time_s
 from schemas.event_structs import ENVELOPE_PATTERNS, EVENT_STRUCTS, PAYLOAD_PATTERNS
 from schemas.validation import EventValidator
@@ -188,6 +188,56 @@ def test_compiled_arrival_tracker_gives_the_arrivals_of_the_source(max_keys):
     assert sum(map(len, expected)) > len(events) // 10  # the test saw arrivals, not only ()
     assert compiled_pickle == source_pickle
     assert compiled.arrivals_of(events[0], times[-1] + 86_400.0) == again
+
+
+@needs_compiled
+def test_compiled_feature_rows_are_those_of_the_source():
+    events: list[Any] = _events(3_000, seed=9)
+    # Events that fail: without a time, of an unknown type, without a context.
+    events[10] = {k: v for k, v in events[10].items() if k != "occurred_at"}
+    events[20] = events[20] | {"event_type": "account.deleted"}
+    events[30] = {k: v for k, v in events[30].items() if k != "context"}
+    row_of = _row_of_names
+
+    def model_key(event_type: str, features: Any) -> str:
+        return event_type + ("|new" if features["user_age_h"] < 1.0 else "")
+
+    def run(extract_rows: Any, extractor: Any, tracker: Any) -> Any:
+        batches = [
+            extract_rows(extractor, tracker, events[start : start + 500], row_of, model_key)
+            for start in range(0, len(events), 500)
+        ]
+        return [
+            (
+                {k: (m.raws, m.rows, m.indices) for k, m in b.by_model.items()},
+                b.failures,
+                b.arrivals,
+            )
+            for b in batches
+        ]
+
+    kinds = ("device", "ip24")
+    expected = run(
+        importlib.import_module("detectors.feature_rows").extract_rows,
+        FeatureExtractor(),
+        ArrivalTracker(kinds),
+    )
+    with source_modules() as modules:
+        got = run(
+            modules["detectors.feature_rows"].extract_rows,
+            modules["detectors.features.extractor"].FeatureExtractor(),
+            modules["detectors.arrival_tracker"].ArrivalTracker(kinds),
+        )
+    assert got == expected
+    failures = {i: d for batch in expected for i, d in batch[1].items()}
+    assert len(failures) == 3, failures
+    assert any("|new" in key for batch in expected for key in batch[0])
+    assert sum(len(a) > 0 for batch in expected for a in batch[2]) > 100
+
+
+def _row_of_names(event_type: str) -> Any:
+    names = tuple(spec.name for spec in FEATURE_SPECS[event_type])
+    return lambda features: tuple(features[name] for name in names)
 
 
 @needs_compiled

@@ -102,21 +102,24 @@ def test_bad_records_go_to_dead_letters_with_reason_and_offsets_advance():
 
 def test_a_record_that_breaks_scoring_is_dead_lettered_not_fatal(monkeypatch):
     from detectors import scoring
-    from detectors.features import FeatureExtractor
 
-    class ExplodingExtractor:
-        """The real extractor, but for one event. A wrapper, not a patched method: the
-        extractor may be compiled, and a compiled class's methods cannot be replaced."""
+    row_of = scoring.EventScorer._row_of
+    rows_made: list[int] = []
 
-        def __init__(self, max_keys):
-            self.inner = FeatureExtractor(max_keys)
+    def exploding_row_of(self, event_type):
+        """The real rows, but for the fourth event. Patched here, in Python: the per-event
+        pass that calls it may be compiled, and compiled code calls the extractor natively."""
+        row = row_of(self, event_type)
 
-        def extract(self, event, t=None):
-            if event["event_id"].endswith("-3"):
+        def row_or_boom(features):
+            rows_made.append(1)
+            if len(rows_made) == 4:
                 raise ZeroDivisionError("boom")
-            return self.inner.extract(event, t)
+            return row(features)
 
-    monkeypatch.setattr(scoring, "FeatureExtractor", ExplodingExtractor)
+        return row_or_boom
+
+    monkeypatch.setattr(scoring.EventScorer, "_row_of", exploding_row_of)
     summary, consumer, producer, _ = _run([_messages(_good(6))])
     dead = [p for p in producer.delivered if p.topic == "dlq"]
     assert len(dead) == 1

@@ -1,8 +1,8 @@
 """The modules ``setup.py`` compiles with mypyc, and which of them run compiled here.
 
-They are the per-event, per-entity state code and the valid-event fast path of the
-decoding: plain dict, string and float work, which the interpreter's per-operation
-overhead dominates. The Python source stays the
+They are the per-event, per-entity state code, the valid-event fast path of the
+decoding, and the per-record passes over a batch that call them: plain dict, string and
+float work, which the interpreter's per-operation overhead dominates. The Python source stays the
 reference; tests/unit/test_compiled.py checks the compiled modules against it.
 """
 
@@ -16,6 +16,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "detectors.arrival_tracker",
     "detectors.feature_rows",
     "schemas.fast_path",
+    "stream.ingest",
 )
 
 

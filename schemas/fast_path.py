@@ -84,14 +84,18 @@ class PatternCheck:
 
 
 class FastPath:
-    """Per event type, its Struct (event_structs.py) and its ``PatternCheck``."""
+    """Per event type, its Struct (event_structs.py) and its ``PatternCheck``; records
+    above ``max_bytes`` are left to the slow path, which refuses them."""
 
-    def __init__(self, by_type: dict[str, tuple[type, PatternCheck]]) -> None:
+    def __init__(self, by_type: dict[str, tuple[type, PatternCheck]], max_bytes: int) -> None:
         self._by_type = by_type
+        self._max_bytes = max_bytes
 
-    def accept(self, raw: bytes) -> dict[str, Any] | None:
+    def accept(self, raw: bytes | None) -> dict[str, Any] | None:
         """The parsed event if it is valid by the Structs and patterns; ``None``: not
         accepted here (maybe not even JSON), for the slow path to judge."""
+        if raw is None or len(raw) > self._max_bytes:
+            return None
         try:
             value = _loads(raw)
         except orjson.JSONDecodeError:

@@ -128,26 +128,29 @@ class EventValidator:
         # The compiled fast path: one msgspec Struct per event type, stricter than or equal
         # to the schema, never looser (parity-tested in tests/unit/test_validation_fast.py).
         # Its patterns are checked after it, all in one match (fast_path.PatternCheck).
-        self._fast = (
-            FastPath({t: (struct, PATTERN_CHECKS[t]) for t, struct in EVENT_STRUCTS.items()})
+        self.fast = (
+            FastPath(
+                {t: (struct, PATTERN_CHECKS[t]) for t, struct in EVENT_STRUCTS.items()},
+                max_bytes,
+            )
             if fast
             else None
         )
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
         """The event as a dict if `raw` is a valid event, otherwise why not."""
+        if self.fast is not None:
+            accepted = self.fast.accept(raw)
+            if accepted is not None:
+                return accepted
+        # Not accepted by the fast path (or not even JSON): judged here, where
+        # fastjsonschema decides and words the dead-letter detail, as before the fast path.
         if raw is None:
             # A tombstone: no bytes at all is not a JSON document.
             return Invalid("invalid_json", "record value is null")
         size = len(raw)
         if size > self.max_bytes:
             return Invalid("oversized", f"{size} bytes exceeds the limit of {self.max_bytes}")
-        if self._fast is not None:
-            accepted = self._fast.accept(raw)
-            if accepted is not None:
-                return accepted
-        # Not accepted by the Structs (or not even JSON): parsed again here, where
-        # fastjsonschema decides and words the dead-letter detail, as before the fast path.
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

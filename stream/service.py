@@ -42,7 +42,7 @@ from detectors.scoring import (
     stable_seed,
     warm_up,
 )
-from schemas.validation import PROCESSING_ERROR, EventValidator, Invalid
+from schemas.validation import PROCESSING_ERROR, EventValidator
 from stream.alerts import SourceCoordinates, event_alert
 from stream.alignment import EventTimeAlignment
 from stream.checkpoint import fingerprint
@@ -57,6 +57,7 @@ from stream.delivery import (
 from stream.faults import FaultInjector
 from stream.feedback import TopicFollower, decode_label, decode_pattern_alert
 from stream.gc_tuning import freeze_long_lived, tune_collector
+from stream.ingest import ingest
 from stream.kafka_io import (
     DeliveryTracker,
     Record,
@@ -139,6 +140,15 @@ class RunSummary:
     @property
     def records_per_s(self) -> float:
         return self.records / self.busy_s if self.busy_s > 0 else 0.0
+
+
+def _consumer_error(error: KafkaError) -> None:
+    """A consumer error met in a batch: a fatal one stops the service; the others are
+    logged, but for end-of-partition events, which are not errors."""
+    if error.fatal():
+        raise VigilKafkaError(f"fatal consumer error: {error.str()}", error.name())
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer.error", error=error.str(), code=error.name())
 
 
 def scoring_config(settings: ServiceSettings) -> ScoringConfig:
@@ -732,45 +742,15 @@ class Service:
             self.summary.first_batch_at = started
         delivery.begin()
         alerts_before = self.summary.alerts
-        processed = 0
-        advanced: dict[tuple[str, int], None] = {}  # the partitions with processed records
-        valid: list[tuple[Record, dict[str, Any]]] = []
-        # Per valid event: whether its outputs were already made (``PartitionState.silent``).
-        silent: list[bool] = []
-        by_partition: dict[tuple[str, int], list[int]] = {}
-        decode = self.validator.decode
-        # A batch holds runs of one partition: its state is looked up once a run.
-        state, key = None, ("", -1)
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.fatal():
-                    raise VigilKafkaError(f"fatal consumer error: {error.str()}", error.name())
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer.error", error=error.str(), code=error.name())
-                continue
-            record = Record.of(msg)
-            if state is None or record.partition != key[1] or record.topic != key[0]:
-                key = (record.topic, record.partition)
-                state = self.owned.get(*key)
-            if state.seen(record.offset):
-                continue
-            state.advance(record.offset)
-            processed += 1
-            advanced[key] = None
-            decoded = decode(record.value)
-            if isinstance(decoded, Invalid):
-                if not state.silent(record.offset):
-                    self._dead_letter(producer, record, decoded.reason, decoded.detail)
-            else:
-                indices = by_partition.get(key)
-                if indices is None:
-                    indices = by_partition[key] = []
-                indices.append(len(valid))
-                valid.append((record, decoded))
-                silent.append(state.silent(record.offset))
+        batch = ingest(
+            messages, self.owned.get, self.validator.fast, self.validator.decode, _consumer_error
+        )
+        valid = batch.valid
+        for msg, invalid, already_out in batch.invalid:
+            if not already_out:
+                self._dead_letter(producer, Record.of(msg), invalid.reason, invalid.detail)
         results: list[Scored | Unscorable | None] = [None] * len(valid)
-        for key, indices in by_partition.items():
+        for key, indices in batch.by_partition.items():
             state = self.owned.states[key]
             events = [valid[i][1] for i in indices]
             exclude = None
@@ -786,7 +766,7 @@ class Service:
         scored_by_type: Counter[str] = Counter()
         # Without observations, an event below its threshold has nothing to output.
         observing = self.settings.observations
-        for (record, event), outcome, already_out in zip(valid, results, silent, strict=True):
+        for (msg, event), outcome, already_out in zip(valid, results, batch.silent, strict=True):
             assert outcome is not None
             if already_out:
                 continue
@@ -794,7 +774,7 @@ class Service:
                 scored_by_type[outcome.event_type] += 1
                 if not (outcome.is_anomaly or observing):
                     continue
-            self._output(producer, record, event, outcome)
+            self._output(producer, Record.of(msg), event, outcome)
         self.summary.events += scored_by_type.total()
         self.metrics.count_events(scored_by_type)
         # Serve delivery callbacks once per batch (the commit flushes anyway).
@@ -803,7 +783,7 @@ class Service:
         self.faults.reached("after_produce", batch_no)
         self.owned.snapshot_due(consumer, self.settings.checkpoint_every)
         self.faults.reached("before_commit", batch_no)
-        offsets = self.owned.offsets_to_commit(advanced)
+        offsets = self.owned.offsets_to_commit(batch.advanced)
         delivery.commit(consumer, offsets)
         self.metrics.commits.inc()
         self.owned.finish_restores()
@@ -815,7 +795,7 @@ class Service:
         log.info(
             "batch.committed",
             batch=batch_no,
-            records=processed,
+            records=batch.processed,
             alerts=self.summary.alerts - alerts_before,
             offsets={f"{tp.topic}[{tp.partition}]": tp.offset for tp in offsets},
         )

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError, Message
 
 from detectors.arrival_tracker import ArrivalTracker
 from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
@@ -31,6 +32,7 @@ from detectors.features import FEATURE_SPECS, FeatureExtractor
 from detectors.features.extractor import event_time_s
 from schemas.event_structs import ENVELOPE_PATTERNS, EVENT_STRUCTS, PAYLOAD_PATTERNS
 from schemas.validation import EventValidator
+from stream.partition_state import PartitionState
 from stream.traffic.config import TrafficConfig
 from stream.traffic.generator import generate
 
@@ -241,6 +243,78 @@ def _row_of_names(event_type: str) -> Any:
 
 
 @needs_compiled
+def test_compiled_ingest_is_the_source_ingest():
+    values = [r.value for r in generate(TrafficConfig(events=3_000, seed=3, bad_fraction=0.05))]
+    messages = [
+        Message(topic="events", partition=i % 2, offset=i // 2, value=value)
+        for i, value in enumerate(values)
+    ]
+    messages[100:100] = [  # consumer errors, and records read again after a seek
+        Message(topic="events", partition=0, offset=50, error=KafkaError(KafkaError._TRANSPORT)),
+        Message(
+            topic="events", partition=1, offset=1500, error=KafkaError(KafkaError._PARTITION_EOF)
+        ),
+        *messages[90:100],
+    ]
+    # A value as text, as a consumer with a string deserializer gives it (Record.of too).
+    text = values[2].decode()
+    messages.append(Message(topic="events", partition=1, offset=1500, value=text))  # type: ignore[arg-type]
+    validator = EventValidator()
+
+    def run(ingest: Any) -> Any:
+        states: dict[tuple[str, int], PartitionState[None]] = {}
+
+        def state_of(topic: str, partition: int) -> PartitionState[None]:
+            if (topic, partition) not in states:
+                # Partition 1 re-processes its first 500 records silently (after a restore).
+                states[topic, partition] = PartitionState(
+                    topic, partition, None, replay_until=500 * partition
+                )
+            return states[topic, partition]
+
+        errors: list[str] = []
+        done = [
+            ingest(
+                messages[start : start + 700],
+                state_of,
+                validator.fast,
+                validator.decode,
+                lambda e: errors.append(e.name()),
+            )
+            for start in range(0, len(messages), 700)
+        ]
+        place = {id(msg): i for i, msg in enumerate(messages)}
+        return (
+            [
+                (
+                    b.processed,
+                    b.advanced,
+                    [(place[id(msg)], event) for msg, event in b.valid],
+                    b.silent,
+                    b.by_partition,
+                    [(place[id(msg)], why, silent) for msg, why, silent in b.invalid],
+                )
+                for b in done
+            ],
+            errors,
+            {k: (s.next_offset, s.since_snapshot) for k, s in states.items()},
+        )
+
+    expected = run(importlib.import_module("stream.ingest").ingest)
+    with source_modules() as modules:
+        got = run(modules["stream.ingest"].ingest)
+    assert got == expected
+    batches, errors, states = expected
+    assert errors == ["_TRANSPORT", "_PARTITION_EOF"]
+    assert sum(b[0] for b in batches) == len(values) + 1  # each record once, and the str one
+    assert states[("events", 0)] == (1500, 1500)
+    invalid = [entry for b in batches for entry in b[5]]
+    assert len(invalid) > 50
+    assert {silent for _, _, silent in invalid} == {True, False}
+    assert sum(silent for b in batches for silent in b[3]) > 400
+
+
+@needs_compiled
 def test_compiled_fast_path_accepts_what_the_source_accepts():
     records = [r.value for r in generate(TrafficConfig(events=4_000, seed=5, bad_fraction=0.05))]
     # And valid events broken in their patterned strings, which only the patterns reject.
@@ -252,7 +326,7 @@ def test_compiled_fast_path_accepts_what_the_source_accepts():
             records.append(orjson.dumps(event))
             event["context"]["ip"] = "10.0.0.1\x0010.0.0.1"
             records.append(orjson.dumps(event))
-    compiled = validator._fast
+    compiled = validator.fast
     assert compiled is not None
     expected = [compiled.accept(raw) for raw in records]
     with source_modules() as modules:
@@ -268,7 +342,8 @@ def test_compiled_fast_path_accepts_what_the_source_accepts():
                     ),
                 )
                 for event_type, struct in EVENT_STRUCTS.items()
-            }
+            },
+            validator.max_bytes,
         )
         got = [source.accept(raw) for raw in records]
     assert got == expected

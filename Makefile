@@ -14,7 +14,8 @@ setup: $(VENV)/.installed
 
 # Compiled sources (detectors/compiled.py): an edit to one compiles them again.
 COMPILED_SOURCES := detectors/compiled.py detectors/features/state.py detectors/features/extractor.py \
-  detectors/arrival_tracker.py detectors/feature_rows.py schemas/fast_path.py stream/ingest.py
+  detectors/arrival_tracker.py detectors/feature_rows.py schemas/fast_path.py stream/ingest.py \
+  stream/range_filter.py
 
 $(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)

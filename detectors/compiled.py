@@ -17,6 +17,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "detectors.feature_rows",
     "schemas.fast_path",
     "stream.ingest",
+    "stream.range_filter",
 )
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from stream.kafka_io import Record
+from stream.range_filter import filter_to_ranges
 
 
 def end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
@@ -159,25 +160,15 @@ class BoundedSource:
         # ends on a position check after a timed-out poll, as before.)
         left = sum(self.ranges[p][1] - self._next[p] for p in self._pending)
         wanted = max(1, min(num_messages, left + len(self._pending)))
-        kept: list[Message] = []
-        for msg in self._consumer.consume(wanted, timeout):
-            error = msg.error()
-            partition, offset = msg.partition(), msg.offset()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                # At the end of what the topic holds: done, if the range ends there too
-                # (its last offset can be a transaction marker, which no record shows).
-                if partition in self._pending and offset is not None:
-                    self._finish_at(partition, offset)
-                continue
-            if partition is None or offset is None or error is not None:
-                kept.append(msg)
-                continue
-            end = self.ranges[partition][1]
-            self._next[partition] = offset + 1
-            if offset < end:
-                kept.append(msg)
-            if offset >= end - 1:
-                self._finish(partition)
+        done = filter_to_ranges(self._consumer.consume(wanted, timeout), self.ranges, self._next)
+        kept: list[Message] = done.kept
+        # At the end of what the topic holds: done, if the range ends there too (its last
+        # offset can be a transaction marker, which no record shows).
+        for partition, position in done.ends_seen:
+            if partition in self._pending:
+                self._finish_at(partition, position)
+        for partition in done.completed:
+            self._finish(partition)
         if not kept and self._pending:
             # Transaction markers occupy offsets: a position at the end also finishes.
             positions = self._consumer.position(

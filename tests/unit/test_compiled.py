@@ -315,6 +315,46 @@ def test_compiled_ingest_is_the_source_ingest():
 
 
 @needs_compiled
+def test_compiled_range_filter_is_the_source_filter():
+    ranges = {0: (10, 60), 1: (0, 25), 2: (5, 5)}
+    messages = [
+        Message(topic="events", partition=p, offset=o, value=b"{}")
+        for o in range(70)
+        for p in (0, 1)
+        if o >= ranges[p][0]
+    ]
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    messages[7:7] = [Message(topic="events", partition=2, offset=5, error=eof)]
+    messages[30:30] = [
+        Message(topic="events", partition=0, offset=3, error=KafkaError(KafkaError._TRANSPORT))
+    ]
+    messages.append(Message(topic="events", partition=1, offset=70, error=eof))
+
+    def run(filter_to_ranges: Any) -> Any:
+        next_offsets = {p: start for p, (start, _) in ranges.items()}
+        place = {id(msg): i for i, msg in enumerate(messages)}
+        polls = [
+            filter_to_ranges(messages[start : start + 40], ranges, next_offsets)
+            for start in range(0, len(messages), 40)
+        ]
+        return (
+            [([place[id(m)] for m in f.kept], f.ends_seen, f.completed) for f in polls],
+            next_offsets,
+        )
+
+    expected = run(importlib.import_module("stream.range_filter").filter_to_ranges)
+    with source_modules() as modules:
+        got = run(modules["stream.range_filter"].filter_to_ranges)
+    assert got == expected
+    polls, next_offsets = expected
+    kept = [i for kept, _, _ in polls for i in kept]
+    assert len(kept) == 50 + 25 + 1  # the two ranges, and the transport error
+    assert [end for _, ends, _ in polls for end in ends] == [(2, 5), (1, 70)]
+    assert sorted({p for _, _, completed in polls for p in completed}) == [0, 1]
+    assert next_offsets == {0: 70, 1: 70, 2: 5}
+
+
+@needs_compiled
 def test_compiled_fast_path_accepts_what_the_source_accepts():
     records = [r.value for r in generate(TrafficConfig(events=4_000, seed=5, bad_fraction=0.05))]
     # And valid events broken in their patterned strings, which only the patterns reject.

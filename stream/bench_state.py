@@ -23,7 +23,7 @@ from typing import Any
 
 from detectors.compiled import attributes
 from detectors.features import FeatureExtractor
-from detectors.features.state import BoundedTable, DistinctSets
+from detectors.features.state import BoundedTable, DistinctSets, UserHistories
 
 _TYPES = (
     "account.created",
@@ -112,11 +112,22 @@ def _legacy_distinct_reduce(sets: DistinctSets) -> tuple[Any, ...]:
     return _legacy_distinct, (sets.max_values, table)
 
 
+def _legacy_users(max_keys: int, settings: tuple[float, float, int], data: dict[Any, Any]) -> Any:
+    users = UserHistories(max_keys, *settings)
+    users._data = data
+    return users
+
+
 # Pickles the state tables as they were before the columnar form: one Python object per
-# entry (a tuple per count, a set per DistinctSets key), the baseline's format.
+# entry (a tuple per count, a set per DistinctSets key, a record per user), the baseline's
+# format.
 _LEGACY: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     BoundedTable: lambda t: (_legacy_table, (type(t), t.max_keys, t._data)),
     DistinctSets: _legacy_distinct_reduce,
+    UserHistories: lambda t: (
+        _legacy_users,
+        (t.max_keys, (t.half_life_s, t.new_for_s, t.max_values), t._data),
+    ),
 }
 
 
@@ -154,18 +165,27 @@ def _check_same(original: FeatureExtractor, restored: FeatureExtractor) -> None:
     had only sets), which it treats alike. The unit tests check the behaviour itself.
     """
     for name, holder in attributes(original).items():
-        mine, theirs = holder._table._data, getattr(restored, name)._table._data
+        mine, theirs = _table(holder)._data, _table(getattr(restored, name))._data
         if list(mine) != list(theirs):
             raise AssertionError(f"{name}: keys or their LRU order differ after restore")
         if isinstance(holder, DistinctSets):
             mine = {k: v if type(v) is set else {v} for k, v in mine.items()}
             theirs = {k: v if type(v) is set else {v} for k, v in theirs.items()}
+        if isinstance(holder, UserHistories):
+            mine = {k: attributes(v) for k, v in mine.items()}
+            theirs = {k: attributes(v) for k, v in theirs.items()}
         if mine != theirs:
             raise AssertionError(f"{name}: values differ after restore")
 
 
+def _table(holder: Any) -> BoundedTable[Any, Any]:
+    """A state table, or the table inside a holder of one (DecayingCounts, ...)."""
+    table: BoundedTable[Any, Any] = holder if isinstance(holder, BoundedTable) else holder._table
+    return table
+
+
 def _keys(extractor: FeatureExtractor) -> int:
-    return sum(len(table._table) for table in attributes(extractor).values())
+    return sum(len(_table(holder)) for holder in attributes(extractor).values())
 
 
 _ROWS = (

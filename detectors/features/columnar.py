@@ -118,3 +118,27 @@ def unpack_values(packed: tuple[str, Any]) -> list[Any]:
     if kind == "list":
         return list(data)
     raise ValueError(f"unknown packed value form {kind!r}")
+
+
+def pack_entries(entries: list[Any]) -> tuple[str, Any]:
+    """Optional (value, float) entries (``RecentlyNew``'s form; None: none): whether each
+    is there, and the values and times of those that are, as columns."""
+    present = [entry for entry in entries if entry is not None]
+    if any(type(entry) is not tuple or type(entry[1]) is not float for entry in present):
+        return "list", entries
+    return "entries", (
+        np.fromiter((entry is not None for entry in entries), dtype=np.bool_, count=len(entries)),
+        pack_hashables([value for value, _ in present]),
+        np.array([t for _, t in present], dtype=np.float64),
+    )
+
+
+def unpack_entries(packed: tuple[str, Any]) -> list[Any]:
+    kind, data = packed
+    if kind == "entries":
+        mask, packed_values, times = data
+        found = iter(zip(unpack_hashables(packed_values), times.tolist(), strict=True))
+        return [next(found) if there else None for there in mask.tolist()]
+    if kind == "list":
+        return list(data)
+    raise ValueError(f"unknown packed entry form {kind!r}")

@@ -24,8 +24,18 @@ from detectors.features.state import (
     DecayingCounts,
     DistinctSets,
     FirstSeen,
-    RecentlyNew,
     RunningMeans,
+    UserHistories,
+)
+
+# The tables ``users`` replaced, by the names checkpoints written before it give them.
+_PER_USER_TABLES = (
+    "user_first_seen",
+    "user_events",
+    "user_devices",
+    "user_countries",
+    "user_new_device",
+    "user_new_country",
 )
 
 HOUR = 3600.0
@@ -53,14 +63,11 @@ class FeatureExtractor:
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         velocity = DecayingCounts
-        self.user_first_seen = FirstSeen(max_keys)
+        # What every event reads and updates about its user, in one table.
+        self.users = UserHistories(max_keys, half_life_s=HOUR, new_for_s=NEW_FOR_S)
         self.shop_first_seen = FirstSeen(max_keys)
-        self.user_events = velocity(HOUR, max_keys)
         self.device_users = DistinctSets(max_keys)
         self.ip_users = DistinctSets(max_keys)
-        self.user_devices = DistinctSets(max_keys)
-        self.user_countries = DistinctSets(max_keys)
-        self._init_newcomers(max_keys)
         self.ip_signups = velocity(HOUR, max_keys)
         self.device_signups = velocity(HOUR, max_keys)
         self.user_failed_logins = velocity(HOUR, max_keys)
@@ -83,21 +90,24 @@ class FeatureExtractor:
         self.shop_reviews = velocity(HOUR, max_keys)
         self.shop_low_reviews = velocity(HOUR, max_keys)
 
-    def _init_newcomers(self, max_keys: int) -> None:
-        self.user_new_device = RecentlyNew(NEW_FOR_S, max_keys)
-        self.user_new_country = RecentlyNew(NEW_FOR_S, max_keys)
-
     # Pickled as its attributes, as a plain object would be. Spelled out because mypyc gives
     # a compiled class that defines ``__setstate__`` no default ``__getstate__``.
     def __getstate__(self) -> dict[str, Any]:
         return attributes(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        # A checkpoint from before ``users`` holds its six per-user tables instead (and,
+        # from before session newness, four of them).
+        tables = [state.pop(name, None) for name in _PER_USER_TABLES]
+        if "users" not in state:
+            first_seen, events, devices, countries, new_devices, new_countries = tables
+            state["users"] = UserHistories.merged(
+                first_seen, events, devices, countries, new_devices, new_countries, HOUR, NEW_FOR_S
+            )
         # Attribute by attribute: a compiled extractor has no ``__dict__``.
         for name, value in state.items():
             setattr(self, name, value)
-        if "user_new_device" not in state:  # a checkpoint from before session newness
-            self._init_newcomers(self.user_devices._table.max_keys)
 
     def extract(self, event: Mapping[str, Any], t: float | None = None) -> dict[str, float]:
         """Raw (unsquashed) features of ``event``; updates the state with it. ``t``: its
@@ -112,18 +122,14 @@ class FeatureExtractor:
         device: str = context["device_id"]
         ip: str = context["ip"]
 
-        # New for a user who had devices (countries) before, within NEW_FOR_S of the first
-        # event from it.
-        had_devices, _, device_is_new = self.user_devices.observe(user, device)
-        new_device = self.user_new_device.check(user, device, t, had_devices and device_is_new)
-        country = context["country"]
-        had_countries, _, country_is_new = self.user_countries.observe(user, country)
-        new_country = self.user_new_country.check(
-            user, country, t, had_countries and country_is_new
+        # A device (country) is new for a user who had devices (countries) before, within
+        # NEW_FOR_S of the first event from it.
+        age_s, events, new_device, new_country = self.users.observe(
+            user, device, context["country"], t
         )
         features: dict[str, float] = {
-            "user_age_h": self.user_first_seen.age(user, t) / HOUR,
-            "user_events_1h": self.user_events.add(user, t),
+            "user_age_h": age_s / HOUR,
+            "user_events_1h": events,
             "device_users": float(self.device_users.observe(device, user)[1]),
             "ip_users": float(self.ip_users.observe(ip, user)[1]),
             "new_device": float(new_device),

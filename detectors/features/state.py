@@ -19,8 +19,10 @@ from typing import Any, Generic, TypeVar, cast
 from detectors.features.columnar import (
     FORMAT,
     gc_paused,
+    pack_entries,
     pack_hashables,
     pack_values,
+    unpack_entries,
     unpack_hashables,
     unpack_values,
 )
@@ -101,6 +103,18 @@ class BoundedTable(Generic[K, V]):
             self._data = dict(zip(keys, values, strict=True))
 
 
+def decayed_sum(value: float, last_t: float, t: float, rate: float, amount: float) -> float:
+    """``value`` as of ``last_t`` decayed to ``t`` at ``rate``, plus ``amount``.
+
+    As ``DecayingCounts._decayed``, with ``max(dt, 0.0)`` spelled out (the same value, NaN
+    and -0.0 included): this runs for most table accesses of every event.
+    """
+    dt = t - last_t
+    if dt < 0.0:
+        dt = 0.0
+    return value * _exp(-rate * dt) + amount
+
+
 class DecayingCounts:
     """Exponentially decaying event counts per key: a velocity with a half-life.
 
@@ -135,18 +149,41 @@ class DecayingCounts:
             data[key] = (value, t)
             table._evict()
             return value
-        # As _decayed, with ``max(dt, 0.0)`` spelled out (the same value, NaN and -0.0
-        # included): this runs for most table accesses of every event.
         last_value, last_t = entry
-        dt = t - last_t
-        if dt < 0.0:
-            dt = 0.0
-        value = last_value * _exp(-self._rate * dt) + amount
+        value = decayed_sum(last_value, last_t, t, self._rate, amount)
         data[key] = (value, t)  # the key was there: the size is unchanged, nothing to evict
         return value
 
     def get(self, key: Hashable, t: float) -> float:
         return self._decayed(key, t)
+
+
+def observe_distinct(
+    seen: Hashable | set[Hashable] | None, value: Hashable, max_values: int
+) -> tuple[Hashable | set[Hashable], bool, int, bool]:
+    """One key's distinct values (``DistinctSets``' form: None for none yet, a bare value,
+    or a set), after ``value``: (the new form, whether the key had values before, their
+    distinct count, whether ``value`` is new). A set that gains a value is updated in
+    place."""
+    if seen is None:
+        if max_values >= 1 and value is not None:
+            return value, False, 1, True
+        seen = set()
+        had = False
+    elif type(seen) is not set:
+        if value in (seen,):  # the same test as set membership: identity, then ==
+            return seen, True, 1, False
+        if max_values < 2:
+            return seen, True, 1, True
+        return {cast(Hashable, seen), value}, True, 2, True
+    else:
+        had = len(seen) > 0
+    assert type(seen) is set
+    if value in seen:
+        return seen, had, len(seen), False
+    if len(seen) < max_values:
+        seen.add(value)
+    return seen, had, len(seen), True
 
 
 class DistinctSets:
@@ -186,33 +223,11 @@ class DistinctSets:
         table = self._table
         data = table._data
         seen = data.pop(key, None)
+        stored, had, count, is_new = observe_distinct(seen, value, self.max_values)
+        data[key] = stored
         if seen is None:
-            if self.max_values >= 1 and value is not None:
-                data[key] = value
-                table._evict()
-                return False, 1, True
-            seen = set()
-            data[key] = seen
             table._evict()
-            had = False
-        elif type(seen) is not set:
-            if value in (seen,):  # the same test as set membership: identity, then ==
-                data[key] = seen
-                return True, 1, False
-            if self.max_values < 2:
-                data[key] = seen
-                return True, 1, True
-            data[key] = {cast(Hashable, seen), value}
-            return True, 2, True
-        else:
-            data[key] = seen
-            had = len(seen) > 0
-        assert type(seen) is set
-        if value in seen:
-            return had, len(seen), False
-        if len(seen) < self.max_values:
-            seen.add(value)
-        return had, len(seen), True
+        return had, count, is_new
 
     def count(self, key: Hashable) -> int:
         seen = self._table.get(key)
@@ -280,7 +295,7 @@ class RecentlyNew:
         if entry is None:
             return False
         data[key] = entry
-        return entry[0] == value and t - entry[1] < self.span_s
+        return still_new(entry, value, t, self.span_s)
 
 
 class FirstSeen:
@@ -307,3 +322,179 @@ class FirstSeen:
     def mark(self, key: Hashable, t: float) -> None:
         if self._table.get(key) is None:
             self._table.put(key, t)
+
+
+def still_new(
+    entry: tuple[Hashable, float] | None, value: Hashable, t: float, span_s: float
+) -> bool:
+    """Whether ``value`` is the one a ``RecentlyNew`` entry remembers, within ``span_s``."""
+    return entry is not None and entry[0] == value and t - entry[1] < span_s
+
+
+class UserHistory:
+    """One user's entry of ``UserHistories``: what every event of the user reads and
+    updates. The fields are those the per-user tables held, in their forms."""
+
+    def __init__(self, first_seen: float = 0.0) -> None:
+        self.first_seen = first_seen  # FirstSeen
+        self.events = 0.0  # DecayingCounts: the count as of ``events_t``
+        self.events_t = first_seen
+        # DistinctSets: a bare value or a set (None only before the first event).
+        self.devices: Hashable | set[Hashable] | None = None
+        self.countries: Hashable | set[Hashable] | None = None
+        # RecentlyNew: the latest new value and its time; None: none yet.
+        self.new_device: tuple[Hashable, float] | None = None
+        self.new_country: tuple[Hashable, float] | None = None
+
+
+class UserHistories(BoundedTable[Hashable, UserHistory]):
+    """Per user: first seen, decaying event count, distinct devices and countries, and
+    whether the device (country) is new to the user, in one entry instead of six tables.
+
+    Every event reads and updates all six, so six tables held the same keys in the same
+    LRU order, each with its own dict lookups; one entry costs one. It computes what
+    ``FirstSeen``, ``DecayingCounts``, ``DistinctSets`` and ``RecentlyNew`` compute, bit
+    for bit, with their functions. One difference, under eviction only: a user is
+    forgotten as a whole, where the ``RecentlyNew`` tables (which hold only users with a
+    new device or country) could still remember one the others had evicted.
+
+    >>> users = UserHistories(max_keys=10, half_life_s=3600.0, new_for_s=3600.0)
+    >>> users.observe("u-1", "d-1", "US", 0.0), users.observe("u-1", "d-2", "US", 3600.0)
+    ((0.0, 1.0, False, False), (3600.0, 1.5, True, False))
+    """
+
+    def __init__(
+        self,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        half_life_s: float = DEFAULT_SPAN_S,
+        new_for_s: float = DEFAULT_SPAN_S,
+        max_values: int = 64,
+    ) -> None:
+        super().__init__(max_keys)
+        if half_life_s <= 0:
+            raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+        self.half_life_s = half_life_s
+        self._rate = math.log(2.0) / half_life_s
+        self.new_for_s = new_for_s
+        self.max_values = max_values
+
+    def observe(
+        self, user: Hashable, device: Hashable, country: Hashable, t: float
+    ) -> tuple[float, float, bool, bool]:
+        """Record an event of ``user`` at ``t`` from ``device`` in ``country``; return
+        (seconds since the user was first seen, the user's decayed event count including
+        this one, whether the device is new to a user who had devices before (or was,
+        within ``new_for_s``), the same for the country)."""
+        data = self._data
+        record = data.pop(user, None)
+        if record is None:
+            record = UserHistory(t)
+            data[user] = record
+            self._evict()
+            age = 0.0
+            events = 0.0 + 1.0
+        else:
+            data[user] = record
+            age = max(t - record.first_seen, 0.0)
+            events = decayed_sum(record.events, record.events_t, t, self._rate, 1.0)
+        record.events = events
+        record.events_t = t
+        devices, had, _, is_new = observe_distinct(record.devices, device, self.max_values)
+        record.devices = devices
+        if had and is_new:
+            record.new_device = (device, t)
+            new_device = True
+        else:
+            new_device = still_new(record.new_device, device, t, self.new_for_s)
+        countries, had, _, is_new = observe_distinct(record.countries, country, self.max_values)
+        record.countries = countries
+        if had and is_new:
+            record.new_country = (country, t)
+            new_country = True
+        else:
+            new_country = still_new(record.new_country, country, t, self.new_for_s)
+        return age, events, new_device, new_country
+
+    # Pickled in columns, as the other tables (BoundedTable.__getstate__).
+
+    def __getstate__(self) -> dict[str, Any]:
+        records = list(self._data.values())
+        return {
+            "format": FORMAT,
+            "max_keys": self.max_keys,
+            "half_life_s": self.half_life_s,
+            "rate": self._rate,
+            "new_for_s": self.new_for_s,
+            "max_values": self.max_values,
+            "keys": pack_hashables(list(self._data)),
+            "first_seen": pack_values([r.first_seen for r in records]),
+            "events": pack_values([r.events for r in records]),
+            "events_t": pack_values([r.events_t for r in records]),
+            "devices": pack_values([r.devices for r in records]),
+            "countries": pack_values([r.countries for r in records]),
+            "new_device": pack_entries([r.new_device for r in records]),
+            "new_country": pack_entries([r.new_country for r in records]),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("format") != FORMAT:
+            raise ValueError(f"unknown UserHistories pickle format {state.get('format')!r}")
+        self.max_keys = state["max_keys"]
+        self.half_life_s = state["half_life_s"]
+        self._rate = state["rate"]
+        self.new_for_s = state["new_for_s"]
+        self.max_values = state["max_values"]
+        with gc_paused():
+            keys = unpack_hashables(state["keys"])
+            first_seen = unpack_values(state["first_seen"])
+            events = unpack_values(state["events"])
+            events_t = unpack_values(state["events_t"])
+            devices = unpack_values(state["devices"])
+            countries = unpack_values(state["countries"])
+            new_device = unpack_entries(state["new_device"])
+            new_country = unpack_entries(state["new_country"])
+            data: dict[Hashable, UserHistory] = {}
+            for i, key in enumerate(keys):
+                record = UserHistory(first_seen[i])
+                record.events = events[i]
+                record.events_t = events_t[i]
+                record.devices = devices[i]
+                record.countries = countries[i]
+                record.new_device = new_device[i]
+                record.new_country = new_country[i]
+                data[key] = record
+            self._data = data
+
+    @classmethod
+    def merged(
+        cls,
+        first_seen: FirstSeen,
+        events: DecayingCounts,
+        devices: DistinctSets,
+        countries: DistinctSets,
+        new_devices: RecentlyNew | None,
+        new_countries: RecentlyNew | None,
+        half_life_s: float,
+        new_for_s: float,
+    ) -> UserHistories:
+        """The six per-user tables a checkpoint of an earlier version holds, as one
+        (``new_*`` None: a checkpoint from before those tables). ``half_life_s`` and
+        ``new_for_s``: those the tables were made with (the count table keeps only its
+        decay rate, which is kept as it is)."""
+        users = cls(first_seen._table.max_keys, half_life_s, new_for_s, devices.max_values)
+        users._rate = events._rate
+        counts = events._table._data
+        device_sets, country_sets = devices._table._data, countries._table._data
+        new_device = {} if new_devices is None else new_devices._table._data
+        new_country = {} if new_countries is None else new_countries._table._data
+        for user, first in first_seen._table._data.items():  # the LRU order they shared
+            record = UserHistory(first)
+            count = counts.get(user)
+            if count is not None:
+                record.events, record.events_t = count
+            record.devices = device_sets.get(user)
+            record.countries = country_sets.get(user)
+            record.new_device = new_device.get(user)
+            record.new_country = new_country.get(user)
+            users._data[user] = record
+        return users

@@ -30,6 +30,7 @@ from detectors.arrival_tracker import ArrivalTracker
 from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
 from detectors.features import FEATURE_SPECS, FeatureExtractor
 from detectors.features.extractor import event_time_s
+from detectors.features.state import BoundedTable, UserHistory
 from schemas.event_structs import ENVELOPE_PATTERNS, EVENT_STRUCTS, PAYLOAD_PATTERNS
 from schemas.validation import EventValidator
 from stream.partition_state import PartitionState
@@ -142,14 +143,26 @@ def test_checkpoints_restore_across_compiled_and_source():
 
 def _entries(extractor: Any) -> dict[str, list[tuple[Any, Any]]]:
     """Every table's entries in LRU order, sets as frozensets: a restored set may iterate
-    in another order than one built member by member, and pickle writes that order."""
+    in another order than one built member by member, and pickle writes that order. A
+    user's entry (``UserHistories``) as its fields."""
     return {
-        name: [
-            (key, frozenset(value) if type(value) is set else value)
-            for key, value in holder._table._data.items()
-        ]
+        name: [(key, _comparable(value)) for key, value in _table_data(holder).items()]
         for name, holder in attributes(extractor).items()
     }
+
+
+def _table_data(holder: Any) -> dict[Any, Any]:
+    table = holder if isinstance(holder, BoundedTable) else holder._table
+    data: dict[Any, Any] = table._data
+    return data
+
+
+def _comparable(value: Any) -> Any:
+    if type(value) is set:
+        return frozenset(value)
+    if isinstance(value, UserHistory):
+        return tuple((name, _comparable(v)) for name, v in attributes(value).items())
+    return value
 
 
 @needs_compiled

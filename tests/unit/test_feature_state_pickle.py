@@ -21,6 +21,8 @@ from detectors.features.state import (
     DistinctSets,
     FirstSeen,
     RunningMeans,
+    UserHistories,
+    UserHistory,
 )
 from stream.bench_state import synthetic_events
 from tests.unit.events import _PAYLOADS, make_event
@@ -31,7 +33,16 @@ def _round_trip(obj: Any) -> Any:
 
 
 def _items(table: BoundedTable[Any, Any]) -> list[tuple[Any, Any]]:
-    return list(table._data.items())
+    """A table's entries in order; a user's entry (``UserHistories``) as its fields."""
+    return [
+        (key, tuple(attributes(value).items()) if isinstance(value, UserHistory) else value)
+        for key, value in table._data.items()
+    ]
+
+
+def _table(holder: Any) -> BoundedTable[Any, Any]:
+    table: BoundedTable[Any, Any] = holder if isinstance(holder, BoundedTable) else holder._table
+    return table
 
 
 @pytest.mark.parametrize(
@@ -196,8 +207,8 @@ def test_extractor_continues_identically_after_a_round_trip(max_keys):
     restored = _round_trip(original)
     for event in events[3_000:]:
         assert restored.extract(event) == original.extract(event)
-    for name, table in attributes(original).items():
-        assert _items(getattr(restored, name)._table) == _items(table._table), name
+    for name, holder in attributes(original).items():
+        assert _items(_table(getattr(restored, name))) == _items(_table(holder)), name
 
 
 def test_extractor_round_trip_on_generated_traffic():
@@ -208,3 +219,27 @@ def test_extractor_round_trip_on_generated_traffic():
     restored = _round_trip(_round_trip(original))  # a restored state snapshots again
     for event in events[2_000:]:
         assert restored.extract(event) == original.extract(event)
+
+
+def test_user_histories_round_trip_keeps_every_field_and_the_order():
+    users = UserHistories(max_keys=50, half_life_s=3600.0, new_for_s=3600.0)
+    rng = random.Random(4)
+    for i in range(400):
+        users.observe(
+            f"u-{rng.randrange(80)}", f"d-{rng.randrange(20)}", rng.choice("ABC"), i * 30.0
+        )
+    restored = _round_trip(users)
+    assert _items(restored) == _items(users)  # sets compare as sets
+    assert [type(v) for _, v in _items(restored)] == [type(v) for _, v in _items(users)]
+    assert (restored.max_keys, restored.half_life_s, restored.new_for_s, restored.max_values) == (
+        50,
+        3600.0,
+        3600.0,
+        64,
+    )
+    # Some users have a new device remembered, some not: both forms of that column.
+    kept = {record.new_device is None for record in users._data.values()}
+    assert kept == {True, False}
+    for i in range(400, 600):
+        event = (f"u-{rng.randrange(80)}", f"d-{rng.randrange(20)}", rng.choice("ABC"), i * 30.0)
+        assert restored.observe(*event) == users.observe(*event)

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import copy
+import io
+import pickle
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from detectors.compiled import attributes
 from detectors.features import FEATURE_SPECS, FeatureExtractor, FeatureSpec
+from schemas.validation import EventValidator
+from stream.traffic.config import TrafficConfig
+from stream.traffic.generator import generate
 from tests.unit.events import _PAYLOADS, make_event
 
 
@@ -97,12 +107,67 @@ def test_a_new_device_or_country_stays_new_for_the_session_hour():
     assert flags == [(1.0, 1.0), (1.0, 1.0), (0.0, 0.0), (1.0, 1.0), (0.0, 0.0)]
 
 
+# A checkpoint the extractor wrote before its per-user tables became one (``users``):
+# 3,000 generated events (seed 12) into FeatureExtractor(1_000_000), pickled and zlib'ed.
+_SIX_TABLES = Path(__file__).parent / "data" / "extractor-six-user-tables.pickle.zlib"
+
+
+def _generated(count: int, seed: int) -> list[dict[str, Any]]:
+    validator = EventValidator()
+    decoded = (validator.decode(r.value) for r in generate(TrafficConfig(events=count, seed=seed)))
+    return [event for event in decoded if isinstance(event, dict)]
+
+
+class _OldState:
+    """Stands in for the extractor while a checkpoint is read: keeps its state as is."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+def _old_state() -> dict[str, Any]:
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return _OldState if name == "FeatureExtractor" else super().find_class(module, name)
+
+    raw = zlib.decompress(_SIX_TABLES.read_bytes())
+    state: dict[str, Any] = Unpickler(io.BytesIO(raw)).load().state
+    return state
+
+
+def test_a_checkpoint_with_the_six_per_user_tables_goes_on_as_if_never_stopped():
+    events = _generated(4_000, seed=12)
+    old_state = _old_state()
+    assert "user_devices" in old_state
+    assert "users" not in old_state
+    restored = pickle.loads(zlib.decompress(_SIX_TABLES.read_bytes()))
+    uninterrupted = FeatureExtractor(1_000_000)
+    for event in events[:3_000]:
+        uninterrupted.extract(event)
+    assert list(restored.users._data) == list(uninterrupted.users._data)  # and LRU order
+    assert [restored.extract(e) for e in events[3_000:]] == [
+        uninterrupted.extract(e) for e in events[3_000:]
+    ]
+    # The same users' entries, field by field (a restored set may iterate in another order).
+    assert _users(restored) == _users(uninterrupted)
+
+
+def _users(extractor: FeatureExtractor) -> list[tuple[Any, ...]]:
+    return [
+        (user, *(frozenset(v) if type(v) is set else v for v in attributes(record).values()))
+        for user, record in extractor.users._data.items()
+    ]
+
+
 def test_a_checkpoint_from_before_session_newness_restores():
-    fx = FeatureExtractor()
-    fx.extract(make_event("account.login", seconds=0.0, device="d-home"))
-    state = fx.__getstate__()
+    state = _old_state()
     del state["user_new_device"], state["user_new_country"]
     old = FeatureExtractor.__new__(FeatureExtractor)
     old.__setstate__(state)
-    features = old.extract(make_event("account.login", seconds=60.0, device="d-new"))
-    assert features["new_device"] == 1.0
+    user, last = next(reversed(state["user_first_seen"]._table._data.items()))
+    event = make_event("account.login", seconds=0.0, user=user, device="d-new")
+    event["occurred_at"] = (
+        datetime.fromtimestamp(last + 60.0, UTC).isoformat().replace("+00:00", "Z")
+    )
+    assert old.extract(event)["new_device"] == 1.0
+    assert old.extract(event)["new_device"] == 1.0  # and stays new for the session

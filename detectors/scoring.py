@@ -9,9 +9,8 @@ A batch is scored in three passes: features event by event (entity state is sequ
 ``detectors/feature_rows.py``, compiled), then each event type's rows, squashed as one
 array, through its detector in one vectorised ``score_learn_many`` (types never share a
 detector, so this keeps the per-event order within a model), then thresholds and
-explanations per chunk of a type
-(``_TypeModel.judge_chunk``: the same per-event order, with the explainer learning in
-blocks between the alerts it explains).
+explanations per chunk of a type (``_TypeModel.judge_chunk``: the same per-event order,
+with the explainer learning in blocks between the alerts it explains).
 """
 
 from __future__ import annotations

@@ -68,9 +68,9 @@ def ingest(
         if state is None or partition != key[1] or topic != key[0]:
             key = (topic, partition)
             state = state_of(topic, partition)
-        if state.seen(offset):
+        silent: bool | None = state.take(offset)
+        if silent is None:  # fetched again after a seek
             continue
-        state.advance(offset)
         batch.processed += 1
         batch.advanced[key] = None
         value = msg.value()
@@ -80,7 +80,7 @@ def ingest(
         if event is None:
             decoded = decode(value)
             if isinstance(decoded, Invalid):
-                batch.invalid.append((msg, decoded, state.silent(offset)))
+                batch.invalid.append((msg, decoded, silent))
                 continue
             event = decoded
         indices = batch.by_partition.get(key)
@@ -88,5 +88,5 @@ def ingest(
             indices = batch.by_partition[key] = []
         indices.append(len(batch.valid))
         batch.valid.append((msg, event))
-        batch.silent.append(state.silent(offset))
+        batch.silent.append(silent)
     return batch

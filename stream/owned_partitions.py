@@ -8,9 +8,9 @@ only on the partition's records in offset order (stream/partition_state.py says 
 The loop around it does, per batch::
 
     state = owned.get(record.topic, record.partition)
-    if state.seen(record.offset): skip          # fetched again after a seek
-    state.advance(record.offset)
-    ... update state.model; produce outputs only if not state.silent(record.offset)
+    silent = state.take(record.offset)          # advances past the record
+    if silent is None: skip                     # fetched again after a seek
+    ... update state.model; produce outputs only if not silent
     owned.snapshot_due(consumer, every, ...)    # inside the batch's transaction
     delivery.commit(consumer, owned.offsets_to_commit(partitions advanced))
     owned.finish_restores()

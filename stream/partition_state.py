@@ -53,13 +53,15 @@ class PartitionState(Generic[M]):
         """Re-processing what was already output: update the state, produce nothing."""
         return offset < self.replay_until
 
-    def seen(self, offset: int) -> bool:
-        """Already in the state (a record fetched again after a seek)."""
-        return 0 <= offset < self.next_offset
-
-    def advance(self, offset: int) -> None:
+    def take(self, offset: int) -> bool | None:
+        """``seen``, ``advance`` and ``silent`` in one call, as the per-record passes want
+        them: None if ``offset`` is in the state already; otherwise the state advances past
+        it and the answer is whether its outputs were made already."""
+        if 0 <= offset < self.next_offset:
+            return None
         self.next_offset = offset + 1
         self.since_snapshot += 1
+        return offset < self.replay_until
 
     @property
     def caught_up(self) -> bool:

@@ -801,11 +801,10 @@ class PatternStage:
                 continue
             record = Record.of(msg)
             state = self.owned.get(record.topic, record.partition)
-            if state.seen(record.offset):
+            silent = state.take(record.offset)
+            if silent is None:  # fetched again after a seek
                 continue
-            state.advance(record.offset)
             processed.append(record)
-            silent = state.silent(record.offset)
             alerts = self._observe(state.model, record)
             if isinstance(alerts, BadObservation):
                 if not silent:

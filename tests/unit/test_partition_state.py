@@ -83,8 +83,18 @@ def test_seen_offsets_are_skipped_after_a_seek():
         TOPIC, 0, fresh=fresh, fingerprint="fp", read=empty_topic(), committed=-1, low_watermark=0
     )
     state = resumed.state
-    state.advance(0)
-    state.advance(1)
-    assert state.seen(1)
-    assert not state.seen(2)
+    assert state.take(0) is False  # nothing was committed: outputs are to be made
+    assert state.take(1) is False
+    assert state.take(1) is None  # fetched again: skipped, the state does not move
+    assert state.take(0) is None
+    assert state.next_offset == 2
     assert state.since_snapshot == 2
+
+
+def test_take_says_which_records_replay_silently_up_to_the_committed_offset():
+    resumed = resume(
+        TOPIC, 0, fresh=fresh, fingerprint="fp", read=empty_topic(), committed=3, low_watermark=0
+    )
+    state = resumed.state
+    assert [state.take(offset) for offset in range(5)] == [True, True, True, False, False]
+    assert state.caught_up

@@ -65,6 +65,7 @@ class FakeProducer:
         value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         on_delivery: Callable[..., None] | None = None,
+        partition: int | None = None,  # as librdkafka's: recorded nowhere, the topic is
     ) -> None:
         self.journal.append(f"produce {topic}")
         self._pending.append((Produced(topic, key, value, dict(headers or [])), on_delivery))

@@ -331,6 +331,24 @@ def still_new(
     return entry is not None and entry[0] == value and t - entry[1] < span_s
 
 
+def observe_new_value(
+    seen: Hashable | set[Hashable] | None,
+    latest_new: tuple[Hashable, float] | None,
+    value: Hashable,
+    t: float,
+    max_values: int,
+    span_s: float,
+) -> tuple[Hashable | set[Hashable], tuple[Hashable, float] | None, bool]:
+    """``value`` at ``t`` against one key's distinct values (``DistinctSets``' form) and
+    its latest new value (``RecentlyNew``'s entry): (the values' new form, the entry's,
+    whether ``value`` counts as new: new to a key that had values before, or the entry's
+    own value within ``span_s``), as the new-device and new-country features read them."""
+    seen, had, _, is_new = observe_distinct(seen, value, max_values)
+    if had and is_new:
+        return seen, (value, t), True
+    return seen, latest_new, still_new(latest_new, value, t, span_s)
+
+
 class UserHistory:
     """One user's entry of ``UserHistories``: what every event of the user reads and
     updates. The fields are those the per-user tables held, in their forms."""
@@ -399,20 +417,12 @@ class UserHistories(BoundedTable[Hashable, UserHistory]):
             events = decayed_sum(record.events, record.events_t, t, self._rate, 1.0)
         record.events = events
         record.events_t = t
-        devices, had, _, is_new = observe_distinct(record.devices, device, self.max_values)
-        record.devices = devices
-        if had and is_new:
-            record.new_device = (device, t)
-            new_device = True
-        else:
-            new_device = still_new(record.new_device, device, t, self.new_for_s)
-        countries, had, _, is_new = observe_distinct(record.countries, country, self.max_values)
-        record.countries = countries
-        if had and is_new:
-            record.new_country = (country, t)
-            new_country = True
-        else:
-            new_country = still_new(record.new_country, country, t, self.new_for_s)
+        record.devices, record.new_device, new_device = observe_new_value(
+            record.devices, record.new_device, device, t, self.max_values, self.new_for_s
+        )
+        record.countries, record.new_country, new_country = observe_new_value(
+            record.countries, record.new_country, country, t, self.max_values, self.new_for_s
+        )
         return age, events, new_device, new_country
 
     # Pickled in columns, as the other tables (BoundedTable.__getstate__).

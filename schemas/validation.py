@@ -139,12 +139,17 @@ class EventValidator:
 
     def decode(self, raw: bytes | None) -> dict[str, Any] | Invalid:
         """The event as a dict if `raw` is a valid event, otherwise why not."""
-        if self.fast is not None:
+        # The fast path takes bytes only (compiled, it refuses anything else); the rest,
+        # and whatever it does not accept, is judged in full.
+        if self.fast is not None and type(raw) is bytes:
             accepted = self.fast.accept(raw)
             if accepted is not None:
                 return accepted
-        # Not accepted by the fast path (or not even JSON): judged here, where
-        # fastjsonschema decides and words the dead-letter detail, as before the fast path.
+        return self.judge(raw)
+
+    def judge(self, raw: bytes | None) -> dict[str, Any] | Invalid:
+        """``decode`` without the fast path, for a record it did not accept: here
+        fastjsonschema decides and words the dead-letter detail, as before the fast path."""
         if raw is None:
             # A tombstone: no bytes at all is not a JSON document.
             return Invalid("invalid_json", "record value is null")

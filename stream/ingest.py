@@ -8,7 +8,7 @@ topic. Both carry whether their outputs were made already (``PartitionState.sile
 
 Its own module because it runs for every record and is compiled with mypyc (setup.py):
 compiled, it calls the compiled decoding fast path (schemas/fast_path.py) natively, and
-only the records that path does not accept go through ``EventValidator.decode``. The
+only the records that path does not accept go through ``EventValidator.judge``. The
 consumed message is kept as it is: the service makes a ``Record`` of one only when it
 has something to write about it (an alert, a dead letter).
 """
@@ -40,15 +40,15 @@ def ingest(
     messages: list[Any],
     state_of: Callable[[str, int], Any],
     fast: FastPath | None,
-    decode: Callable[[bytes | None], dict[str, Any] | Invalid],
+    judge: Callable[[bytes | None], dict[str, Any] | Invalid],
     on_error: Callable[[Any], None],
 ) -> Ingested:
     """The pass over ``messages`` (confluent-kafka ``Message``s, or look-alikes).
 
     ``state_of(topic, partition)`` gives a partition's ``PartitionState``; ``fast`` is the
-    decoding fast path (None: none), ``decode`` the full ``EventValidator.decode``, which
-    returns an event dict or an ``Invalid``; ``on_error`` gets each consumer error (and
-    may raise).
+    decoding fast path (None: none), ``judge`` decodes what it did not accept
+    (``EventValidator.judge``: an event dict or an ``Invalid``); ``on_error`` gets each
+    consumer error (and may raise).
     """
     batch = Ingested()
     # A batch holds runs of one partition: its state is looked up once a run.
@@ -78,7 +78,7 @@ def ingest(
             value = value.encode()
         event = None if fast is None else fast.accept(value)
         if event is None:
-            decoded = decode(value)
+            decoded = judge(value)
             if isinstance(decoded, Invalid):
                 batch.invalid.append((msg, decoded, silent))
                 continue

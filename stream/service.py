@@ -743,7 +743,7 @@ class Service:
         delivery.begin()
         alerts_before = self.summary.alerts
         batch = ingest(
-            messages, self.owned.get, self.validator.fast, self.validator.decode, _consumer_error
+            messages, self.owned.get, self.validator.fast, self.validator.judge, _consumer_error
         )
         valid = batch.valid
         for msg, invalid, already_out in batch.invalid:

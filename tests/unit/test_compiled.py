@@ -291,7 +291,7 @@ def test_compiled_ingest_is_the_source_ingest():
                 messages[start : start + 700],
                 state_of,
                 validator.fast,
-                validator.decode,
+                validator.judge,
                 lambda e: errors.append(e.name()),
             )
             for start in range(0, len(messages), 700)

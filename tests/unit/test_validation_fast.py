@@ -179,6 +179,16 @@ def test_patterns_end_at_the_end_of_the_input() -> None:
         assert isinstance(SLOW.decode(orjson.dumps(changed)), Invalid), path
 
 
+def test_values_that_are_not_bytes_decode_as_without_the_fast_path() -> None:
+    # Compiled, the fast path refuses anything but bytes with a TypeError; decode() must
+    # neither raise nor judge such a value differently (a str from a string deserializer).
+    valid = next(r.value for r in generate(TrafficConfig(events=50, seed=7)))
+    for raw in (valid.decode(), bytearray(valid), memoryview(valid), "[]", "{"):
+        expected = SLOW.decode(raw)  # type: ignore[arg-type]
+        assert FAST.decode(raw) == expected, raw  # type: ignore[arg-type]
+    assert FAST.decode(valid.decode()) == orjson.loads(valid)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- (2) generated traffic
 
 

@@ -270,32 +270,14 @@ class RecentlyNew:
     """Per key, the latest value that was new to it and when: a value stays new for
     ``span_s`` of event time (a device new to an account, for a session).
 
-    >>> r = RecentlyNew(span_s=3600.0, max_keys=10)
-    >>> r.check("u-1", "d-new", 0.0, True), r.check("u-1", "d-new", 1800.0, False)
-    (True, True)
-    >>> r.check("u-1", "d-old", 1900.0, False), r.check("u-1", "d-new", 3600.0, False)
-    (False, False)
+    No longer updated (``UserHistories`` keeps these entries per user, see
+    ``observe_new_value``); the class stays so that checkpoints written before it still
+    unpickle, for ``UserHistories.merged`` to read.
     """
 
     def __init__(self, span_s: float = DEFAULT_SPAN_S, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.span_s = span_s
         self._table: BoundedTable[Hashable, tuple[Hashable, float]] = BoundedTable(max_keys)
-
-    def check(self, key: Hashable, value: Hashable, t: float, is_new: bool) -> bool:
-        """Whether ``value`` is new to ``key`` at ``t``: just now (``is_new``, which is
-        remembered) or within ``span_s`` after it was."""
-        table = self._table
-        data = table._data
-        entry = data.pop(key, None)  # ``put`` or ``get``, inlined: once for every event
-        if is_new:
-            data[key] = (value, t)
-            if entry is None:
-                table._evict()
-            return True
-        if entry is None:
-            return False
-        data[key] = entry
-        return still_new(entry, value, t, self.span_s)
 
 
 class FirstSeen:
@@ -342,7 +324,19 @@ def observe_new_value(
     """``value`` at ``t`` against one key's distinct values (``DistinctSets``' form) and
     its latest new value (``RecentlyNew``'s entry): (the values' new form, the entry's,
     whether ``value`` counts as new: new to a key that had values before, or the entry's
-    own value within ``span_s``), as the new-device and new-country features read them."""
+    own value within ``span_s``), as the new-device and new-country features read them.
+
+    >>> seen, entry, new = observe_new_value(None, None, "d-1", 0.0, 8, 3600.0)
+    >>> new  # the first device of an account is not a new one
+    False
+    >>> seen, entry, new = observe_new_value(seen, entry, "d-2", 100.0, 8, 3600.0)
+    >>> new, entry
+    (True, ('d-2', 100.0))
+    >>> [observe_new_value(seen, entry, "d-2", t, 8, 3600.0)[2] for t in (3000.0, 3700.0)]
+    [True, False]
+    >>> observe_new_value(seen, entry, "d-1", 200.0, 8, 3600.0)[1:]  # known: entry kept
+    (('d-2', 100.0), False)
+    """
     seen, had, _, is_new = observe_distinct(seen, value, max_values)
     if had and is_new:
         return seen, (value, t), True

@@ -23,7 +23,7 @@ from typing import Any
 
 from detectors.compiled import attributes
 from detectors.features import FeatureExtractor
-from detectors.features.state import BoundedTable, DistinctSets, UserHistories
+from detectors.features.state import BoundedTable, DistinctSets, UserHistories, table_of
 
 _TYPES = (
     "account.created",
@@ -165,7 +165,7 @@ def _check_same(original: FeatureExtractor, restored: FeatureExtractor) -> None:
     had only sets), which it treats alike. The unit tests check the behaviour itself.
     """
     for name, holder in attributes(original).items():
-        mine, theirs = _table(holder)._data, _table(getattr(restored, name))._data
+        mine, theirs = table_of(holder)._data, table_of(getattr(restored, name))._data
         if list(mine) != list(theirs):
             raise AssertionError(f"{name}: keys or their LRU order differ after restore")
         if isinstance(holder, DistinctSets):
@@ -178,14 +178,8 @@ def _check_same(original: FeatureExtractor, restored: FeatureExtractor) -> None:
             raise AssertionError(f"{name}: values differ after restore")
 
 
-def _table(holder: Any) -> BoundedTable[Any, Any]:
-    """A state table, or the table inside a holder of one (DecayingCounts, ...)."""
-    table: BoundedTable[Any, Any] = holder if isinstance(holder, BoundedTable) else holder._table
-    return table
-
-
 def _keys(extractor: FeatureExtractor) -> int:
-    return sum(len(_table(holder)) for holder in attributes(extractor).values())
+    return sum(len(table_of(holder)) for holder in attributes(extractor).values())
 
 
 _ROWS = (

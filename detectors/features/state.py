@@ -103,6 +103,15 @@ class BoundedTable(Generic[K, V]):
             self._data = dict(zip(keys, values, strict=True))
 
 
+def table_of(holder: object) -> BoundedTable[Any, Any]:
+    """A state table (``UserHistories`` is one), or the table a holder of one keeps
+    (``DecayingCounts``, ``DistinctSets``, ...): for code that looks inside the state."""
+    if isinstance(holder, BoundedTable):
+        return holder
+    table: BoundedTable[Any, Any] = cast(Any, holder)._table
+    return table
+
+
 def decayed_sum(value: float, last_t: float, t: float, rate: float, amount: float) -> float:
     """``value`` as of ``last_t`` decayed to ``t`` at ``rate``, plus ``amount``.
 

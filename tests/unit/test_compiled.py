@@ -30,7 +30,7 @@ from detectors.arrival_tracker import ArrivalTracker
 from detectors.compiled import COMPILED_MODULES, attributes, compiled_modules
 from detectors.features import FEATURE_SPECS, FeatureExtractor
 from detectors.features.extractor import event_time_s
-from detectors.features.state import BoundedTable, UserHistory
+from detectors.features.state import UserHistory, table_of
 from schemas.event_structs import ENVELOPE_PATTERNS, EVENT_STRUCTS, PAYLOAD_PATTERNS
 from schemas.validation import EventValidator
 from stream.partition_state import PartitionState
@@ -146,15 +146,9 @@ def _entries(extractor: Any) -> dict[str, list[tuple[Any, Any]]]:
     in another order than one built member by member, and pickle writes that order. A
     user's entry (``UserHistories``) as its fields."""
     return {
-        name: [(key, _comparable(value)) for key, value in _table_data(holder).items()]
+        name: [(key, _comparable(value)) for key, value in table_of(holder)._data.items()]
         for name, holder in attributes(extractor).items()
     }
-
-
-def _table_data(holder: Any) -> dict[Any, Any]:
-    table = holder if isinstance(holder, BoundedTable) else holder._table
-    data: dict[Any, Any] = table._data
-    return data
 
 
 def _comparable(value: Any) -> Any:

@@ -23,6 +23,7 @@ from detectors.features.state import (
     RunningMeans,
     UserHistories,
     UserHistory,
+    table_of,
 )
 from stream.bench_state import synthetic_events
 from tests.unit.events import _PAYLOADS, make_event
@@ -38,11 +39,6 @@ def _items(table: BoundedTable[Any, Any]) -> list[tuple[Any, Any]]:
         (key, tuple(attributes(value).items()) if isinstance(value, UserHistory) else value)
         for key, value in table._data.items()
     ]
-
-
-def _table(holder: Any) -> BoundedTable[Any, Any]:
-    table: BoundedTable[Any, Any] = holder if isinstance(holder, BoundedTable) else holder._table
-    return table
 
 
 @pytest.mark.parametrize(
@@ -208,7 +204,7 @@ def test_extractor_continues_identically_after_a_round_trip(max_keys):
     for event in events[3_000:]:
         assert restored.extract(event) == original.extract(event)
     for name, holder in attributes(original).items():
-        assert _items(_table(getattr(restored, name))) == _items(_table(holder)), name
+        assert _items(table_of(getattr(restored, name))) == _items(table_of(holder)), name
 
 
 def test_extractor_round_trip_on_generated_traffic():

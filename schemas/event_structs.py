@@ -296,7 +296,6 @@ PATTERN_CHECKS: Final[dict[str, PatternCheck]] = {
     event_type: PatternCheck(
         ENVELOPE_PATTERNS,
         PAYLOAD_PATTERNS.get(event_type, {}),
-        lambda pattern: re.compile(pattern).match,
     )
     for event_type in EVENT_STRUCTS
 }

@@ -9,7 +9,7 @@ again from the bytes, as before this module existed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
 from typing import Any, Final
 
 import msgspec
@@ -48,11 +48,9 @@ class PatternCheck:
         self,
         envelope_patterns: dict[tuple[str, ...], str],
         payload_patterns: dict[str, str],
-        compile_pattern: Callable[[str], Callable[[str], object]],
     ) -> None:
         """The patterns of the envelope's strings by path (those of ENVELOPE_FIELDS, in
-        that order), then ``payload_patterns`` by payload field; ``compile_pattern`` gives
-        the match function of a regex (``re.compile(p).match``)."""
+        that order), then ``payload_patterns`` by payload field."""
         if tuple(envelope_patterns) != ENVELOPE_FIELDS:
             raise ValueError(f"envelope patterns must be those of {ENVELOPE_FIELDS}, in order")
         patterns = [*envelope_patterns.values(), *payload_patterns.values()]
@@ -61,7 +59,7 @@ class PatternCheck:
             if not (pattern.startswith("^") and pattern.endswith("\\Z")):
                 raise ValueError(f"pattern {pattern!r} is not anchored at both ends")
             inners.append(f"(?:{pattern[1:-2]})")
-        self._match = compile_pattern("^" + SEPARATOR.join(inners) + "\\Z")
+        self._match = re.compile("^" + SEPARATOR.join(inners) + "\\Z").match
         self._payload_fields = tuple(payload_patterns)
         self._separators = len(patterns) - 1
 

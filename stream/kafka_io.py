@@ -35,7 +35,9 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def of(cls, msg: Message) -> Record:
-        # Once per consumed record, so kept lean: no header work when there are none.
+        # Once per consumed record in the pattern stage and topic readers (the service
+        # makes one only for a record with an output), so kept lean: no header work when
+        # there are none. stream/ingest.py resolves topic, partition and offset alike.
         raw_headers = msg.headers()
         headers: dict[str, bytes] = {}
         if raw_headers:

@@ -65,7 +65,7 @@ class FakeProducer:
         value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         on_delivery: Callable[..., None] | None = None,
-        partition: int | None = None,  # as librdkafka's: recorded nowhere, the topic is
+        partition: int | None = None,  # taken as Producer.produce takes it, not recorded
     ) -> None:
         self.journal.append(f"produce {topic}")
         self._pending.append((Produced(topic, key, value, dict(headers or [])), on_delivery))

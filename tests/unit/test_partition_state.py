@@ -89,6 +89,7 @@ def test_seen_offsets_are_skipped_after_a_seek():
     assert state.take(0) is None
     assert state.next_offset == 2
     assert state.since_snapshot == 2
+    assert state.take(2) is False  # the next offset is new
 
 
 def test_take_says_which_records_replay_silently_up_to_the_committed_offset():

@@ -12,10 +12,10 @@ DATASETS ?= ../shared/datasets
 
 setup: $(VENV)/.installed
 
-# Compiled sources (detectors/compiled.py): an edit to one compiles them again.
-COMPILED_SOURCES := detectors/compiled.py detectors/features/state.py detectors/features/extractor.py \
-  detectors/arrival_tracker.py detectors/feature_rows.py schemas/fast_path.py stream/ingest.py \
-  stream/range_filter.py
+# Compiled sources (detectors/compiled.py, which setup.py reads too): an edit to one
+# compiles them again.
+COMPILED_SOURCES := detectors/compiled.py $(shell $(PYTHON) -c 'import runpy; \
+  print(*(m.replace(".", "/") + ".py" for m in runpy.run_path("detectors/compiled.py")["COMPILED_MODULES"]))')
 
 $(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)

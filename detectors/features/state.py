@@ -219,16 +219,10 @@ class DistinctSets:
         _, count, is_new = self.observe(key, value)
         return count, is_new
 
-    def add_to_known(self, key: Hashable, value: Hashable) -> bool:
-        """Record ``value`` for ``key``; whether it is new for a key that already had a
-        value (``count(key) > 0`` before, and ``add`` says new), in one table access."""
-        had, _, is_new = self.observe(key, value)
-        return had and is_new
-
     def observe(self, key: Hashable, value: Hashable) -> tuple[bool, int, bool]:
         """Record ``value`` for ``key``; return (whether ``key`` had values before,
-        distinct count, whether ``value`` is new). What ``add`` and ``add_to_known`` give,
-        for the feature extractor's hot path, which calls it directly."""
+        distinct count, whether ``value`` is new): ``add``'s answer and whether the key had
+        values before, for the feature extractor's hot path, which calls it directly."""
         table = self._table
         data = table._data
         seen = data.pop(key, None)

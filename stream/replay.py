@@ -4,7 +4,8 @@ Replay is the service itself with two edges swapped: a bounded source that reads
 offset range without joining the live group (nothing is committed), and, optionally, a
 JSON-lines file instead of the alerts topic. Scoring state is per partition and depends
 only on the records in offset order, so replaying from the same starting state gives the
-live service's alerts exactly.
+live service's alerts exactly (for a range that starts mid-topic, ``--warm-up-from`` builds
+that state first: stream/replay_warm_up.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import orjson
 from confluent_kafka import Producer
 
 from detectors.evaluation import evaluate, format_evaluation
+from detectors.scoring import EventScorer
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
+from stream.replay_warm_up import EARLIEST, warm_up_ranges, warmed_scorers
 from stream.score_tap import ScoreParts, tapped
 from stream.service import PartitionScorers, RunSummary, Service, scoring_config
 from stream.settings import ConfigError, ServiceSettings, load_settings
@@ -145,15 +148,21 @@ class ReplayRun:
     dead_letters: int
     alerts: int
     busy_s: float  # first batch to last commit (over all workers)
+    warm_up_records: int = 0  # read before the range, outputs dropped (--warm-up-from)
 
     @property
     def records_per_s(self) -> float:
         return self.records / self.busy_s if self.busy_s > 0 else 0.0
 
     @classmethod
-    def of(cls, summary: RunSummary) -> ReplayRun:
+    def of(cls, summary: RunSummary, warm_up_records: int = 0) -> ReplayRun:
         return cls(
-            summary.records, summary.events, summary.dead_letters, summary.alerts, summary.busy_s
+            summary.records,
+            summary.events,
+            summary.dead_letters,
+            summary.alerts,
+            summary.busy_s,
+            warm_up_records,
         )
 
 
@@ -163,10 +172,13 @@ def run_range(
     sink: ReplaySink,
     scores: ScoreParts | None,
     on_batch: Callable[[RunSummary], None] | None = None,
+    scorers: Callable[[int], EventScorer] | None = None,
 ) -> RunSummary:
     """The service over a bounded source, into a sink: one process's replay. The parts of
-    ``scores`` it wrote are closed at the end; joining them is the caller's."""
-    scorers = PartitionScorers(scoring_config(settings))
+    ``scores`` it wrote are closed at the end; joining them is the caller's. ``scorers``
+    makes each partition's scorer (by default a fresh one, as the live service's)."""
+    if scorers is None:
+        scorers = PartitionScorers(scoring_config(settings))
     service = Service(
         settings,
         consumer=source,
@@ -188,18 +200,20 @@ class Progress:
     def __init__(self, out: IO[str] | None = sys.stderr) -> None:
         self._out = out
         self._last = time.monotonic()
+        self._width = 0  # of the last line shown
 
-    def show(self, records: int, total: int, rate: float) -> None:
+    def show(self, records: int, total: int, rate: float, phase: str = "") -> None:
+        """``phase``: what the records are read for, if not for the range (the warm-up)."""
         if self._out is None or time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
         eta = (total - records) / rate if rate else float("nan")
-        print(
-            f"\r{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s",
-            end="",
-            file=self._out,
-            flush=True,
-        )
+        prefix = f"{phase}: " if phase else ""
+        line = f"{prefix}{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s"
+        # Padded over what a longer line before it left (the warm-up's, say).
+        padding = " " * max(0, self._width - len(line))
+        self._width = len(line)
+        print(f"\r{line}{padding}", end="", file=self._out, flush=True)
 
 
 def replay_cli(argv: Sequence[str]) -> int:
@@ -208,6 +222,14 @@ def replay_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--from", dest="start", help="RFC 3339 time or P:OFFSET,...")
     parser.add_argument("--to", dest="end", help="RFC 3339 time or P:OFFSET,... (exclusive)")
+    parser.add_argument(
+        "--warm-up-from",
+        dest="warm_up",
+        metavar="START",
+        help="first run the records from START (RFC 3339 time, P:OFFSET,... or earliest) up "
+        "to --from, outputs dropped, so that the range starts from the state the live "
+        "service had there",
+    )
     parser.add_argument("--config", type=Path, help="the live service's TOML config")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--output", type=Path, help="alerts as JSON lines")
@@ -239,6 +261,7 @@ def replay_cli(argv: Sequence[str]) -> int:
     try:
         start = parse_bound(args.start) if args.start else None
         end = parse_bound(args.end) if args.end else None
+        warm_bound = None if args.warm_up in (None, EARLIEST) else parse_bound(args.warm_up)
         settings = replay_settings(args.bootstrap, args.topic, args.output_topic, args.config)
     except (ReplayError, ConfigError) as exc:
         print(f"vigil replay: {exc}", file=sys.stderr)
@@ -249,13 +272,33 @@ def replay_cli(argv: Sequence[str]) -> int:
     scores = ScoreParts(args.output_scores) if args.output_scores else None
     progress = Progress()
     ranges: dict[int, tuple[int, int]]
+    warm: dict[int, tuple[int, int]] = {}
     try:
-        planned = None if args.workers == 1 else plan_ranges(args.bootstrap, args.topic, start, end)
+        planned = (
+            None
+            if args.workers == 1 and args.warm_up is None
+            else plan_ranges(args.bootstrap, args.topic, start, end)
+        )
+        if args.warm_up is not None:
+            assert planned is not None
+            warm = warm_up_ranges(args.bootstrap, args.topic, warm_bound, planned)
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
         if planned is None or workers == 1:
             if planned is not None:  # the range as planned: its end is fixed already
                 start = {p: a for p, (a, _) in planned.items()}
                 end = {p: b for p, (_, b) in planned.items()}
+            warm_total = _records_in(warm)
+            scorers = None
+            warm_up_records = 0
+            if warm:
+                scorers, warm_summary = warmed_scorers(
+                    settings,
+                    args.bootstrap,
+                    args.topic,
+                    warm,
+                    lambda s: progress.show(s.records, warm_total, s.records_per_s, "warm-up"),
+                )
+                warm_up_records = warm_summary.records
             source = BoundedSource(args.bootstrap, args.topic, start, end)
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))
@@ -264,11 +307,10 @@ def replay_cli(argv: Sequence[str]) -> int:
                 source,
                 sink,
                 scores,
-                lambda s: progress.show(
-                    s.records, sum(b - a for a, b in source.ranges.values()), s.records_per_s
-                ),
+                lambda s: progress.show(s.records, _records_in(source.ranges), s.records_per_s),
+                scorers,
             )
-            run, ranges = ReplayRun.of(summary), source.ranges
+            run, ranges = ReplayRun.of(summary, warm_up_records), source.ranges
         else:
             from stream.replay_workers import replay_in_workers
 
@@ -280,6 +322,7 @@ def replay_cli(argv: Sequence[str]) -> int:
                 ranges,
                 workers,
                 sink,
+                warm=warm,
                 forward=bool(args.output_topic),
                 scores_path=args.output_scores,
                 progress=progress,
@@ -296,6 +339,8 @@ def replay_cli(argv: Sequence[str]) -> int:
     print(file=sys.stderr)
     alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
+    if args.warm_up is not None:
+        print(f"warm-up   {run.warm_up_records:,} records before the range, outputs dropped")
     print(f"records   {run.records:,} ({run.records_per_s:,.0f}/s)")
     print(f"events    {run.events:,}  dead letters {run.dead_letters:,}")
     print(f"alerts    {run.alerts:,}")
@@ -315,6 +360,11 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"compared with {args.compare_with}: {len(differences)} differences")
         return 1 if differences else 0
     return 0
+
+
+def _records_in(ranges: dict[int, tuple[int, int]]) -> int:
+    """The offsets ``ranges`` span (the records, but for a transaction's markers)."""
+    return sum(b - a for a, b in ranges.values())
 
 
 def _workers(text: str) -> int | str:

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from detectors.scoring import warm_up
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.replay import Progress, ReplayRun, ReplaySink, run_range
+from stream.replay_warm_up import warmed_scorers
 from stream.score_tap import ScoreParts
 from stream.service import RunSummary, scoring_config
 from stream.settings import ServiceSettings
@@ -69,6 +70,8 @@ class Share:
     ranges: dict[int, tuple[int, int]]
     forward: bool  # alerts to the settings' alerts topic as well
     scores_path: Path | None
+    # Read first, outputs dropped: the state the range starts from (--warm-up-from).
+    warm: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +83,7 @@ class ShareResult:
     events: int = 0
     dead_letters: int = 0
     alerts: int = 0
+    warm_up_records: int = 0
     first_batch_at: float | None = None
     last_commit_at: float | None = None
 
@@ -90,6 +94,16 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
     try:
         configure_logging("warning", sys.stderr.buffer)
         settings = share.settings
+        scorers, warm_up_records = None, 0
+        if share.warm:
+
+            def warming(summary: RunSummary) -> None:
+                done[share.index] = summary.records
+
+            scorers, warm_summary = warmed_scorers(
+                settings, share.bootstrap, share.topic, share.warm, warming
+            )
+            warm_up_records = warm_summary.records
         source = BoundedSource(
             share.bootstrap,
             share.topic,
@@ -102,9 +116,9 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         scores = ScoreParts(share.scores_path) if share.scores_path else None
 
         def count(summary: RunSummary) -> None:
-            done[share.index] = summary.records
+            done[share.index] = warm_up_records + summary.records
 
-        summary = run_range(settings, source, sink, scores, count)
+        summary = run_range(settings, source, sink, scores, count, scorers)
         sink.forward = None  # flushed by the service on its way out; not picklable
         results.put(
             ShareResult(
@@ -114,12 +128,29 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
                 events=summary.events,
                 dead_letters=summary.dead_letters,
                 alerts=summary.alerts,
+                warm_up_records=warm_up_records,
                 first_batch_at=summary.first_batch_at,
                 last_commit_at=summary.last_commit_at,
             )
         )
     except BaseException:  # reported to the parent, which fails the replay with it
         results.put(ShareResult(share.index, error=traceback.format_exc()))
+
+
+def _loads(
+    ranges: Mapping[int, tuple[int, int]], warm: Mapping[int, tuple[int, int]]
+) -> dict[int, tuple[int, int]]:
+    """Each partition's records to read as a span from 0: its warm-up's and its range's
+    (none for a partition with nothing in its range, which is not read at all).
+
+    >>> _loads({0: (100, 150), 1: (40, 40), 2: (0, 10)}, {0: (0, 100), 1: (0, 40)})
+    {0: (0, 150), 1: (0, 0), 2: (0, 10)}
+    """
+    spans = {}
+    for partition, (start, end) in ranges.items():
+        before = warm.get(partition, (0, 0))
+        spans[partition] = (0, end - start + before[1] - before[0] if end > start else 0)
+    return spans
 
 
 def replay_in_workers(
@@ -130,6 +161,7 @@ def replay_in_workers(
     workers: int,
     sink: ReplaySink,
     *,
+    warm: Mapping[int, tuple[int, int]] | None = None,
     forward: bool,
     scores_path: Path | None,
     progress: Progress,
@@ -137,7 +169,9 @@ def replay_in_workers(
     """Replay ``ranges`` in up to ``workers`` processes into ``sink`` (a ReplaySink);
     returns the ReplayRun of them all. Raises ReplayError if a worker fails. With
     ``scores_path``, each worker writes its partitions' parts of it (``ScoreParts``);
-    joining them is the caller's."""
+    joining them is the caller's. ``warm``: each partition's warm-up range, read first
+    by the worker that replays the partition (stream/replay_warm_up.py)."""
+    warm = warm or {}
     shares = [
         Share(
             index,
@@ -147,10 +181,11 @@ def replay_in_workers(
             {p: ranges[p] for p in partitions},
             forward,
             scores_path,  # each worker writes its partitions' parts of it
+            {p: warm[p] for p in partitions if p in warm},
         )
-        for index, partitions in enumerate(split_partitions(ranges, workers))
+        for index, partitions in enumerate(split_partitions(_loads(ranges, warm), workers))
     ]
-    total = sum(b - a for a, b in ranges.values())
+    total = sum(b - a for a, b in _loads(ranges, warm).values())
     # Loaded once here, every worker inherits them: not once per worker after the fork.
     warm_up(scoring_config(settings))
     context = multiprocessing.get_context("fork")
@@ -196,6 +231,7 @@ def replay_in_workers(
         events=sum(o.events for o in ordered),
         dead_letters=sum(o.dead_letters for o in ordered),
         alerts=sum(o.alerts for o in ordered),
+        warm_up_records=sum(o.warm_up_records for o in ordered),
         # time.monotonic is one clock for every process of the machine (Linux).
         busy_s=max(lasts) - min(firsts) if firsts and lasts else 0.0,
     )

@@ -62,6 +62,32 @@ def test_live_then_replay_gives_identical_alerts(kafka_bootstrap, unique_name, t
     # The live group's offsets are untouched.
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == committed_before
 
+    # From the middle of the topic: from empty state (the thresholds warming up again, the
+    # features knowing nothing of the records before) the alerts differ from the live ones;
+    # warmed up on the records before the range, they are the live ones exactly, in one
+    # process or several.
+    middle = "0:2000,1:2000,2:2000"
+    cold = _replay(
+        kafka_bootstrap, topics["input"], "--from", middle, "--output", str(output),
+        "--compare-with", topics["alerts"],
+    )  # fmt: skip
+    assert cold.returncode == 1, cold.stderr[-3000:]
+    live_in_range = [a for a in live_alerts if a["source"]["offset"] >= 2000]
+    assert live_in_range
+    warmed_files = []
+    for workers in ("1", "auto"):
+        warmed = _replay(
+            kafka_bootstrap, topics["input"], "--from", middle, "--warm-up-from", "earliest",
+            "--output", str(output), "--compare-with", topics["alerts"], "--workers", workers,
+        )  # fmt: skip
+        assert warmed.returncode == 0, warmed.stderr[-3000:] + warmed.stdout[-3000:]
+        assert ": 0 differences" in warmed.stdout
+        assert "warm-up   6,000 records before the range" in warmed.stdout
+        replayed = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+        assert sorted(replayed, key=key) == sorted(live_in_range, key=key)
+        warmed_files.append(output.read_bytes())
+    assert warmed_files[0] == warmed_files[1]
+
     # To a topic: the same alerts, and nothing else lands there.
     replayed_topic = unique_name("replayed")
     create_topics(kafka_bootstrap, {replayed_topic: 1})
@@ -96,6 +122,23 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     bad = _replay(kafka_bootstrap, topic, "--from", "yesterday", "--output", str(output))
     assert bad.returncode == 2
     assert "bad time 'yesterday'" in bad.stderr
+    late = _replay(
+        kafka_bootstrap, topic, "--from", "0:1000", "--warm-up-from", "0:1500",
+        "--output", str(output),
+    )  # fmt: skip
+    assert late.returncode == 1
+    assert "--warm-up-from is after --from on partition 0 (offset 1500 > 1000)" in late.stderr
+    # A warm-up from a time: the records from the first at or after it.
+    from_time = records[500].timestamp_ms
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(from_time / 1000))
+    timed = _replay(
+        kafka_bootstrap, topic, "--from", "0:1000", "--to", "0:1200", "--warm-up-from",
+        f"{stamp}.{from_time % 1000:03d}Z", "--output", str(output),
+    )  # fmt: skip
+    assert timed.returncode == 0, timed.stderr[-3000:]
+    first_at_time = min(i for i, r in enumerate(records) if r.timestamp_ms >= from_time)
+    assert f"warm-up   {1000 - first_at_time:,} records before the range" in timed.stdout
+    assert "records   200 " in timed.stdout
 
 
 def test_a_bounded_source_stops_at_its_end_without_waiting(kafka_bootstrap, unique_name):

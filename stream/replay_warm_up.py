@@ -1,0 +1,106 @@
+"""``vigil replay --warm-up-from START``: start a replay where the live service stood.
+
+A replay that starts in the middle of a topic starts from empty state: its thresholds warm
+up again, its features have not seen the accounts, devices and shops of the days before,
+and it gives other alerts than the live service gave for the same records. With a warm-up
+the replay first runs the same service over the records from START up to the range's
+start, dropping every output, and then replays the range with the scorers that warm-up
+left. Scoring state depends only on a partition's records in offset order, so a warm-up
+from where the live service started (``earliest``, if the topic still holds it) gives the
+live service's alerts for the range exactly; ``tests/integration/test_replay.py`` checks it.
+
+The same thing the live service does with the records between a snapshot and its committed
+offset (stream/partition_state.py), here as a run of its own, before the range's: the
+range's run stays the plain replay it always was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from detectors.scoring import EventScorer
+from stream.service import PartitionScorers, RunSummary, Service, scoring_config
+from stream.settings import ServiceSettings
+from stream.topic_reader import BoundedSource, ReplayError, plan_ranges
+
+EARLIEST = "earliest"
+
+Ranges = dict[int, tuple[int, int]]
+
+
+class DiscardSink:
+    """A producer stand-in for the warm-up: every output is dropped as if delivered."""
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, **kwargs: Any) -> None:
+        callback = kwargs.get("on_delivery")
+        if callback is not None:
+            callback(None, None)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+
+def warm_up_ranges(
+    bootstrap: str,
+    topic: str,
+    start: int | dict[int, int] | None,
+    ranges: Mapping[int, tuple[int, int]],
+) -> Ranges:
+    """The warm-up's [start, range start) of each partition of ``ranges`` (``start``: a
+    time, offsets, or None for the earliest the topic holds). A start after the range's
+    is an error that names the partition."""
+    range_starts = {p: a for p, (a, _) in ranges.items()}
+    resolved = plan_ranges(bootstrap, topic, start, range_starts)
+    warm: Ranges = {}
+    for partition, (begin, _) in sorted(ranges.items()):
+        warm_start = resolved[partition][0]
+        if warm_start > begin:
+            raise ReplayError(
+                f"--warm-up-from is after --from on partition {partition} "
+                f"(offset {warm_start} > {begin})"
+            )
+        warm[partition] = (warm_start, begin)
+    return warm
+
+
+def warmed_scorers(
+    settings: ServiceSettings,
+    bootstrap: str,
+    topic: str,
+    warm: Mapping[int, tuple[int, int]],
+    on_batch: Callable[[RunSummary], None] | None = None,
+) -> tuple[Callable[[int], EventScorer], RunSummary]:
+    """Run the service over the ``warm`` ranges with every output dropped; returns the
+    scorer factory that hands out each partition's scorer as the warm-up left it (once;
+    a partition the warm-up did not read gets a fresh one) and the warm-up's summary."""
+    scorers = PartitionScorers(scoring_config(settings))
+    made: dict[int, EventScorer] = {}
+
+    def make(partition: int) -> EventScorer:
+        made[partition] = scorer = scorers(partition)
+        return scorer
+
+    source = BoundedSource(
+        bootstrap,
+        topic,
+        start={p: a for p, (a, _) in warm.items()},
+        end={p: b for p, (_, b) in warm.items()},
+        partitions=frozenset(warm),
+    )
+    summary = Service(
+        settings,
+        consumer=source,
+        producer=DiscardSink(),  # type: ignore[arg-type]
+        scorer_factory=make,
+        on_batch=on_batch,
+    ).run()
+
+    def warmed(partition: int) -> EventScorer:
+        scorer = made.pop(partition, None)
+        return scorer if scorer is not None else scorers(partition)
+
+    return warmed, summary

@@ -22,9 +22,10 @@ from typing import Any, Final
 
 import orjson
 
-from detectors.precision import VERDICTS, PrecisionConfig
+from detectors.precision import PrecisionConfig
 from detectors.tuning import SegmentTune, tune_segments
-from schemas.validation import validate_label, validate_thresholds
+from schemas.validation import validate_thresholds
+from stream.reviews import read_review_file
 from stream.scores import InputError, ScoreRecord, json_lines, read_scores
 
 SEGMENTINGS: Final = ("event_type", "event_type,cohort")
@@ -45,18 +46,7 @@ def read_truth(path: Path) -> dict[str, bool]:
 def read_reviews(path: Path) -> dict[str, bool | None]:
     """alert_id -> verdict (``None``: unsure) from ``label.v1.json`` lines; an alert labeled
     more than once keeps its latest verdict, as the compacted labels topic does."""
-    latest: dict[str, tuple[str, bool | None]] = {}
-    for number, row in json_lines(path):
-        try:
-            validate_label(row)
-        except ValueError as exc:
-            raise InputError(path, f"not a label.v1 record: {exc}", number) from exc
-        labeled_at, previous = row["labeled_at"], latest.get(row["alert_id"])
-        # RFC 3339 UTC with Z: the string order is the time order, give or take a fraction's
-        # digits, which only reorders labels given within the same second.
-        if previous is None or labeled_at >= previous[0]:
-            latest[row["alert_id"]] = (labeled_at, VERDICTS[row["verdict"]])
-    return {key: verdict for key, (_, verdict) in latest.items()}
+    return {key: review.verdict for key, review in read_review_file(path).items()}
 
 
 def segment_of(record: ScoreRecord, by: str, path: Path) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,8 +28,16 @@ from detectors.evaluation import evaluate, format_evaluation
 from detectors.scoring import EventScorer
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
+from stream.replay_labels import (
+    Reviews,
+    evaluate_reviews,
+    format_reviews,
+    load_labels,
+    scored_events,
+)
 from stream.replay_warm_up import EARLIEST, warm_up_ranges, warmed_scorers
 from stream.score_tap import ScoreParts, tapped
+from stream.scores import InputError
 from stream.service import PartitionScorers, RunSummary, Service, scoring_config
 from stream.settings import ConfigError, ServiceSettings, load_settings
 from stream.topic_reader import (
@@ -38,7 +47,6 @@ from stream.topic_reader import (
     plan_ranges,
     read_topic,
 )
-from stream.traffic.sinks import read_labels
 
 # An output line's place in the file: event time, partition, offset, alert id.
 SortKey = tuple[str, int, int, str]
@@ -234,7 +242,12 @@ def replay_cli(argv: Sequence[str]) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--output", type=Path, help="alerts as JSON lines")
     target.add_argument("--output-topic", help="alerts to this topic")
-    parser.add_argument("--labels", type=Path, help="JSON lines {event_id, attack, attack_id}")
+    parser.add_argument(
+        "--labels",
+        metavar="FILE_OR_TOPIC",
+        help="ground truth (JSON lines {event_id, attack, attack_id}), or reviewers' labels: "
+        "the labels topic, or a file of its label.v1 records",
+    )
     parser.add_argument(
         "--output-scores",
         type=Path,
@@ -263,13 +276,20 @@ def replay_cli(argv: Sequence[str]) -> int:
         end = parse_bound(args.end) if args.end else None
         warm_bound = None if args.warm_up in (None, EARLIEST) else parse_bound(args.warm_up)
         settings = replay_settings(args.bootstrap, args.topic, args.output_topic, args.config)
-    except (ReplayError, ConfigError) as exc:
+        labels = None if args.labels is None else load_labels(args.labels, args.bootstrap)
+    except (ReplayError, ConfigError, InputError) as exc:
         print(f"vigil replay: {exc}", file=sys.stderr)
         return 2
     configure_logging("warning", sys.stderr.buffer)
     out = args.output.open("wb") if args.output else None
     sink = ReplaySink(settings.alerts_topic, out)
-    scores = ScoreParts(args.output_scores) if args.output_scores else None
+    scores_path: Path | None = args.output_scores
+    scratch = None
+    if isinstance(labels, Reviews) and scores_path is None:
+        # Verdicts are joined to every scored event (stream/replay_labels.py).
+        scratch = tempfile.TemporaryDirectory(prefix="vigil-replay-")
+        scores_path = Path(scratch.name) / "scores.jsonl"
+    scores = ScoreParts(scores_path) if scores_path is not None else None
     progress = Progress()
     ranges: dict[int, tuple[int, int]]
     warm: dict[int, tuple[int, int]] = {}
@@ -324,7 +344,7 @@ def replay_cli(argv: Sequence[str]) -> int:
                 sink,
                 warm=warm,
                 forward=bool(args.output_topic),
-                scores_path=args.output_scores,
+                scores_path=scores_path,
                 progress=progress,
             )
         if scores is not None:  # the parts, however many processes wrote them
@@ -346,8 +366,17 @@ def replay_cli(argv: Sequence[str]) -> int:
     print(f"alerts    {run.alerts:,}")
     for day, count in sorted(per_day.items()):
         print(f"  {day}  {count:,}")
-    if args.labels is not None:
-        print(format_evaluation(evaluate(alerts, read_labels(args.labels))))
+    if isinstance(labels, Reviews):
+        assert scores_path is not None
+        print(
+            format_reviews(
+                evaluate_reviews(scored_events(scores_path), labels.by_alert), labels.source
+            )
+        )
+    elif labels is not None:
+        print(format_evaluation(evaluate(alerts, labels.labels)))
+    if scratch is not None:
+        scratch.cleanup()
     if args.compare_with is not None:
         live = [
             orjson.loads(r.value or b"")

@@ -9,8 +9,10 @@ import time
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from stream.kafka_local import create_topics
+from stream.review import make_label, truth_verdict
 from stream.topic_reader import BoundedSource, committed_offsets, read_topic
 from stream.traffic.generator import TrafficConfig, generate, label_line
 from stream.traffic.sinks import produce_to_kafka
@@ -61,6 +63,37 @@ def test_live_then_replay_gives_identical_alerts(kafka_bootstrap, unique_name, t
     assert "precision" in replay.stdout
     # The live group's offsets are untouched.
     assert committed_offsets(kafka_bootstrap, group, topics["input"]) == committed_before
+
+    # Reviewers' verdicts on the live alerts, from the labels topic: the replay raises the
+    # same alerts, so every verdict lands on one of them and every confirmed one is caught.
+    attack_of = {r.event_id: r.attack for r in records}
+    judged = [(alert, truth_verdict(alert, attack_of)) for alert in sorted(live_alerts, key=key)]
+    sample = [j for j in judged if j[1] == "true_positive"][:15]
+    sample += [j for j in judged if j[1] == "false_positive"][: 40 - len(sample)]
+    verdicts = [v for _, v in sample]
+    assert len(verdicts) == 40
+    labels_topic = unique_name("labels")
+    create_topics(kafka_bootstrap, {labels_topic: 1})
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for alert, verdict in sample:
+        label = make_label(alert, verdict, "test", "2026-11-20T10:00:00Z")
+        producer.produce(labels_topic, key=label["alert_id"], value=orjson.dumps(label))
+    assert producer.flush(30) == 0
+    reviewed = _replay(
+        kafka_bootstrap, topics["input"], "--output", str(output), "--labels", labels_topic
+    )
+    assert reviewed.returncode == 0, reviewed.stderr[-3000:]
+    true, false = verdicts.count("true_positive"), verdicts.count("false_positive")
+    assert true
+    assert false
+    assert (
+        f"labels    40 reviewers' verdicts (topic {labels_topic}); 40 on events" in reviewed.stdout
+    )
+    assert (
+        f"alerts reviewed: 40 of {len(live_alerts):,} (true {true}, false {false}, unsure 0)"
+        f"  precision: {true / (true + false):.3f}"
+    ) in reviewed.stdout
+    assert f"confirmed events: {true}, alerted: {true}  recall: 1.000" in reviewed.stdout
 
     # From the middle of the topic: from empty state (the thresholds warming up again, the
     # features knowing nothing of the records before) the alerts differ from the live ones;

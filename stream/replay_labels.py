@@ -1,0 +1,167 @@
+"""``vigil replay --labels FILE_OR_TOPIC``: the replay's alerts against labels of either kind.
+
+Two kinds of labels reach a replay:
+
+- the generator's ground truth (``{event_id, attack, attack_id}`` lines, ``vigil generate
+  --labels-out``): every event's truth, evaluated by ``detectors/evaluation.py``;
+- reviewers' verdicts (``label.v1.json``: the labels topic that ``vigil review`` writes, or
+  a file of its records): verdicts on the *live* service's alerts, by alert id.
+
+A verdict names an alert, and an event alert's id is a hash of its detector and event
+(``stream/alerts.py``), so a replay with another detector raises other ids for the same
+events. Verdicts are therefore joined to the replay's scored events by recomputing, for
+each scored event, the id the live alert would have had under each detector the labels
+name. That needs every scored event, not only the alerts: the replay writes its scores
+file (``--output-scores``, or a temporary one) and the join reads it back. Then:
+
+- precision: of the replay's alerts on reviewed events, the share reviewers confirmed;
+- recall: of the confirmed events in the range, the share the replay alerts on.
+
+Unsure verdicts count as reviewed but decide neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import orjson
+
+from detectors.evaluation import Label
+from schemas.validation import validate_label
+from stream.reviews import Review, is_review_file, latest_reviews, read_review_file
+from stream.scores import InputError, json_lines
+from stream.topic_reader import ReplayError, read_topic
+from stream.traffic.sinks import read_labels
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    labels: list[Label]
+
+
+@dataclass(frozen=True)
+class Reviews:
+    by_alert: dict[str, Review]
+    source: str  # where they came from, for the report
+
+
+def load_labels(name: str, bootstrap: str) -> GroundTruth | Reviews:
+    """``--labels``: a file of either kind, else a topic of reviewers' labels on
+    ``bootstrap``. ``InputError`` or ``ReplayError`` say what could not be used."""
+    path = Path(name)
+    if path.is_file():
+        if is_review_file(path):
+            return Reviews(read_review_file(path), f"file {name}")
+        try:
+            return GroundTruth(read_labels(path))
+        except (KeyError, orjson.JSONDecodeError) as exc:
+            raise InputError(path, f"not a labels file ({exc!r})") from exc
+    try:
+        records = read_topic(bootstrap, name)
+    except ReplayError as exc:
+        raise ReplayError(f"--labels: no file or topic named {name!r}") from exc
+    rows = []
+    for record in records:
+        try:
+            row = orjson.loads(record.value or b"")
+            validate_label(row)
+        except ValueError as exc:  # orjson's decode error is one too
+            raise ReplayError(
+                f"--labels: {name} [{record.partition}] offset {record.offset} is not a "
+                f"label.v1 record: {exc}"
+            ) from exc
+        rows.append(row)
+    return Reviews(latest_reviews(rows), f"topic {name}")
+
+
+@dataclass
+class ReviewEvaluation:
+    """The replay's alerts against reviewers' verdicts, joined by event."""
+
+    reviews: int  # verdicts read, on alerts of any kind
+    reviewed_events: int  # scored events of the range with a verdict
+    alerts: int  # the replay's alerts (scored events it alerted on)
+    alerts_true: int
+    alerts_false: int
+    alerts_unsure: int
+    confirmed: int  # scored events of the range reviewers confirmed
+    confirmed_alerted: int
+
+    @property
+    def precision(self) -> float | None:
+        decided = self.alerts_true + self.alerts_false
+        return self.alerts_true / decided if decided else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.confirmed_alerted / self.confirmed if self.confirmed else None
+
+
+class ScoredEvent(NamedTuple):
+    """What the join needs of a line of the scores file."""
+
+    event_id: str
+    alert: bool
+
+
+def scored_events(path: Path) -> list[ScoredEvent]:
+    """The scores file's events and whether the replay alerted on each."""
+    return [ScoredEvent(row["event_id"], bool(row.get("alert"))) for _, row in json_lines(path)]
+
+
+def evaluate_reviews(
+    events: Sequence[ScoredEvent], reviews: Mapping[str, Review]
+) -> ReviewEvaluation:
+    """Join ``reviews`` to ``events`` by the id each event's alert had under each detector
+    the reviews name (see the module)."""
+    # Here, not at the top: stream.alerts loads the detectors, which the rest need not.
+    from stream.alerts import alert_id
+
+    detectors = sorted({review.detector for review in reviews.values()})
+    result = ReviewEvaluation(len(reviews), 0, 0, 0, 0, 0, 0, 0)
+    for event in events:
+        result.alerts += event.alert
+        verdicts = [
+            review.verdict
+            for review in (reviews.get(alert_id(d, "event", [event.event_id])) for d in detectors)
+            if review is not None
+        ]
+        if not verdicts:
+            continue
+        # Reviewed under two detectors (a change of engine mid-range): confirmed if either
+        # verdict says so, refuted only if one does and none confirms.
+        verdict = True if True in verdicts else False if False in verdicts else None
+        result.reviewed_events += 1
+        if verdict is True:
+            result.confirmed += 1
+            result.confirmed_alerted += event.alert
+        if event.alert:
+            if verdict is None:
+                result.alerts_unsure += 1
+            elif verdict:
+                result.alerts_true += 1
+            else:
+                result.alerts_false += 1
+    return result
+
+
+def format_reviews(result: ReviewEvaluation, source: str) -> str:
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    r = result
+    reviewed = r.alerts_true + r.alerts_false + r.alerts_unsure
+    return "\n".join(
+        [
+            f"labels    {r.reviews:,} reviewers' verdicts ({source}); "
+            f"{r.reviewed_events:,} on events of the range",
+            f"  alerts reviewed: {reviewed:,} of {r.alerts:,} (true {r.alerts_true:,}, "
+            f"false {r.alerts_false:,}, unsure {r.alerts_unsure:,})  "
+            f"precision: {share(r.precision)}",
+            f"  confirmed events: {r.confirmed:,}, alerted: {r.confirmed_alerted:,}  "
+            f"recall: {share(r.recall)}",
+        ]
+    )

@@ -50,13 +50,15 @@ def warm_up_ranges(
     start: int | dict[int, int] | None,
     ranges: Mapping[int, tuple[int, int]],
 ) -> Ranges:
-    """The warm-up's [start, range start) of each partition of ``ranges`` (``start``: a
-    time, offsets, or None for the earliest the topic holds). A start after the range's
-    is an error that names the partition."""
+    """The warm-up's [start, range start) of each partition with records in ``ranges``
+    (``start``: a time, offsets, or None for the earliest the topic holds). A start after
+    the range's is an error that names the partition."""
     range_starts = {p: a for p, (a, _) in ranges.items()}
     resolved = plan_ranges(bootstrap, topic, start, range_starts)
     warm: Ranges = {}
-    for partition, (begin, _) in sorted(ranges.items()):
+    for partition, (begin, end) in sorted(ranges.items()):
+        if begin >= end:  # nothing to replay there, so nothing to warm up
+            continue
         warm_start = resolved[partition][0]
         if warm_start > begin:
             raise ReplayError(

@@ -1,12 +1,16 @@
-"""The warm-up's edges: outputs dropped as delivered, and its own progress line (the
+"""The warm-up's edges: its ranges, outputs dropped as delivered, its own progress line (the
 exactness of a warmed-up replay is checked on the real broker, tests/integration)."""
 
 from __future__ import annotations
 
 import io
 
+import pytest
+
+import stream.replay_warm_up as warm_up
 from stream.replay import Progress
 from stream.replay_warm_up import DiscardSink
+from stream.topic_reader import ReplayError
 
 
 def test_the_discard_sink_reports_every_output_delivered():
@@ -31,3 +35,17 @@ def test_the_progress_line_names_the_warm_up():
     assert first.startswith("warm-up: 500/2,000 records  250/s  ETA 6s")
     assert second.startswith("100/1,000 records  50/s  ETA 18s")
     assert len(second) == len(first)  # padded over the longer line it overwrites
+
+
+def test_warm_up_ranges_end_where_the_ranges_start_and_skip_empty_ones(monkeypatch):
+    def plan(bootstrap, topic, start, end):
+        # The earliest offset the topic still holds is 5 on both partitions.
+        return {p: (5, e) for p, e in end.items()}
+
+    monkeypatch.setattr(warm_up, "plan_ranges", plan)
+    # Partition 1 has nothing to replay (offsets given for partition 0 only): no warm-up
+    # there, and no complaint that its start (0) comes before the earliest offset.
+    ranges = {0: (1000, 1200), 1: (0, 0)}
+    assert warm_up.warm_up_ranges("b", "t", None, ranges) == {0: (5, 1000)}
+    with pytest.raises(ReplayError, match=r"after --from on partition 0 \(offset 5 > 3\)"):
+        warm_up.warm_up_ranges("b", "t", None, {0: (3, 10)})

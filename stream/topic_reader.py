@@ -37,6 +37,11 @@ class ReplayError(ValueError):
     """A replay range or option is invalid; the message says which."""
 
 
+class ReplayOptionError(ReplayError):
+    """Options that cannot go together, found once the topic is known (exit 2, as for a
+    malformed one)."""
+
+
 def parse_bound(text: str) -> int | dict[int, int]:
     """``2026-11-02T10:00:00Z`` (event time, ms) or ``0:100,1:250`` (offsets per partition)."""
     if ":" in text and "T" not in text:
@@ -72,8 +77,10 @@ def _offsets_at(
 def resolve_ranges(
     consumer: Consumer, topic: str, start: int | dict[int, int] | None, end: Any
 ) -> dict[int, tuple[int, int]]:
-    """[start, end) offsets of every partition of ``topic``, the end capped at what the
-    topic holds now (so a range is fixed when it is resolved)."""
+    """[start, end) offsets of every partition of ``topic``, within what the topic holds
+    now: the end capped at its end (so a range is fixed when it is resolved), the start
+    raised to its earliest offset (a read from below it would be reset to the end by the
+    consumer, and the range read as empty)."""
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         raise ReplayError(f"topic {topic!r} not found")
@@ -91,7 +98,12 @@ def resolve_ranges(
         if end is None
         else _offsets_at(consumer, topic, partitions, end)
     )
-    return {p: (starts[p], min(ends[p], highs[p][1])) for p in partitions}
+    ranges = {}
+    for p in partitions:
+        low, high = highs[p]
+        start_offset = max(starts[p], low)
+        ranges[p] = (start_offset, max(start_offset, min(ends[p], high)))
+    return ranges
 
 
 def plan_ranges(

@@ -14,8 +14,12 @@ setup: $(VENV)/.installed
 
 # Compiled sources (detectors/compiled.py, which setup.py reads too): an edit to one
 # compiles them again.
-COMPILED_SOURCES := detectors/compiled.py $(shell $(PYTHON) -c 'import runpy; \
+COMPILED_MODULE_SOURCES := $(shell $(PYTHON) -c 'import runpy; \
   print(*(m.replace(".", "/") + ".py" for m in runpy.run_path("detectors/compiled.py")["COMPILED_MODULES"]))')
+ifeq ($(strip $(COMPILED_MODULE_SOURCES)),)
+$(error could not list the compiled modules with PYTHON=$(PYTHON) (detectors/compiled.py))
+endif
+COMPILED_SOURCES := detectors/compiled.py $(COMPILED_MODULE_SOURCES)
 
 $(VENV)/.installed: pyproject.toml setup.py $(COMPILED_SOURCES)
 	$(PYTHON) -m venv $(VENV)

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 from confluent_kafka import Producer
@@ -29,11 +29,13 @@ from detectors.scoring import EventScorer
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.replay_labels import (
+    GroundTruth,
     Reviews,
+    alerted_event_ids,
     evaluate_reviews,
     format_reviews,
     load_labels,
-    scored_events,
+    scored_event_ids,
 )
 from stream.replay_warm_up import EARLIEST, warm_up_ranges, warmed_scorers
 from stream.score_tap import ScoreParts, tapped
@@ -43,11 +45,14 @@ from stream.settings import ConfigError, ServiceSettings, load_settings
 from stream.topic_reader import (
     BoundedSource,
     ReplayError,
+    ReplayOptionError,
     parse_bound,
     plan_ranges,
     read_topic,
 )
 
+# A time (ms) or offsets by partition, as parse_bound gives them.
+Bound = int | dict[int, int]
 # An output line's place in the file: event time, partition, offset, alert id.
 SortKey = tuple[str, int, int, str]
 
@@ -136,9 +141,13 @@ def replay_settings(
     # each partition is read as fast as it comes (with alignment on by mistake, a replay
     # ran at 5k instead of 28k records/s). And none of the work whose only reader is the
     # observations topic: the looser pattern bar (and the reasons of the events above it
-    # only) and arrival tracking (detectors/arrivals.py). Alerts never read either.
+    # only) and arrival tracking (detectors/arrivals.py). Alerts never read either. And no
+    # feedback topics: what a follower of labels or pattern alerts reads depends on when
+    # reviewers and the pattern stage wrote them, and a replay must depend only on its range.
     return settings.model_copy(
         update={
+            "labels_topic": None,
+            "pattern_alerts_topic": None,
             "metrics_port": None,
             "max_event_time_skew_s": None,
             "suspicious_quantile": None,
@@ -224,6 +233,14 @@ class Progress:
         print(f"\r{line}{padding}", end="", file=self._out, flush=True)
 
 
+class Bounds(NamedTuple):
+    """``--from``, ``--to`` and ``--warm-up-from`` as parsed (None: not given, or earliest)."""
+
+    start: Bound | None
+    end: Bound | None
+    warm_up: Bound | None
+
+
 def replay_cli(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="vigil replay", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
@@ -271,24 +288,39 @@ def replay_cli(argv: Sequence[str]) -> int:
     if args.compare_with is not None and args.output is None:
         print("vigil replay: --compare-with needs --output FILE", file=sys.stderr)
         return 2
+    if args.warm_up is not None and args.start is None:
+        print("vigil replay: --warm-up-from needs --from (where the warm-up ends)", file=sys.stderr)
+        return 2
     try:
-        start = parse_bound(args.start) if args.start else None
-        end = parse_bound(args.end) if args.end else None
-        warm_bound = None if args.warm_up in (None, EARLIEST) else parse_bound(args.warm_up)
+        bounds = Bounds(
+            parse_bound(args.start) if args.start else None,
+            parse_bound(args.end) if args.end else None,
+            None if args.warm_up in (None, EARLIEST) else parse_bound(args.warm_up),
+        )
         settings = replay_settings(args.bootstrap, args.topic, args.output_topic, args.config)
         labels = None if args.labels is None else load_labels(args.labels, args.bootstrap)
     except (ReplayError, ConfigError, InputError) as exc:
         print(f"vigil replay: {exc}", file=sys.stderr)
         return 2
     configure_logging("warning", sys.stderr.buffer)
+    if not isinstance(labels, Reviews) or args.output_scores is not None:
+        return _replay(args, settings, bounds, labels, args.output_scores)
+    # Verdicts are joined to every scored event (stream/replay_labels.py).
+    with tempfile.TemporaryDirectory(prefix="vigil-replay-") as scratch:
+        return _replay(args, settings, bounds, labels, Path(scratch) / "scores.jsonl")
+
+
+def _replay(
+    args: argparse.Namespace,
+    settings: ServiceSettings,
+    bounds: Bounds,
+    labels: GroundTruth | Reviews | None,
+    scores_path: Path | None,
+) -> int:
+    """The replay ``replay_cli`` checked the options of, and its report; the exit code."""
+    start, end, warm_bound = bounds
     out = args.output.open("wb") if args.output else None
     sink = ReplaySink(settings.alerts_topic, out)
-    scores_path: Path | None = args.output_scores
-    scratch = None
-    if isinstance(labels, Reviews) and scores_path is None:
-        # Verdicts are joined to every scored event (stream/replay_labels.py).
-        scratch = tempfile.TemporaryDirectory(prefix="vigil-replay-")
-        scores_path = Path(scratch.name) / "scores.jsonl"
     scores = ScoreParts(scores_path) if scores_path is not None else None
     progress = Progress()
     ranges: dict[int, tuple[int, int]]
@@ -307,7 +339,7 @@ def replay_cli(argv: Sequence[str]) -> int:
             if planned is not None:  # the range as planned: its end is fixed already
                 start = {p: a for p, (a, _) in planned.items()}
                 end = {p: b for p, (_, b) in planned.items()}
-            warm_total = _records_in(warm)
+            warm_total = records_in(warm)
             scorers = None
             warm_up_records = 0
             if warm:
@@ -327,7 +359,7 @@ def replay_cli(argv: Sequence[str]) -> int:
                 source,
                 sink,
                 scores,
-                lambda s: progress.show(s.records, _records_in(source.ranges), s.records_per_s),
+                lambda s: progress.show(s.records, records_in(source.ranges), s.records_per_s),
                 scorers,
             )
             run, ranges = ReplayRun.of(summary, warm_up_records), source.ranges
@@ -351,7 +383,7 @@ def replay_cli(argv: Sequence[str]) -> int:
             scores.join(ranges)
     except ReplayError as exc:
         print(f"\nvigil replay: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ReplayOptionError) else 1
     finally:
         sink.write_out()
         if out is not None:
@@ -368,15 +400,11 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"  {day}  {count:,}")
     if isinstance(labels, Reviews):
         assert scores_path is not None
-        print(
-            format_reviews(
-                evaluate_reviews(scored_events(scores_path), labels.by_alert), labels.source
-            )
-        )
+        scored = scored_event_ids(scores_path)
+        judged = evaluate_reviews(scored, alerted_event_ids(alerts), labels.by_alert)
+        print(format_reviews(judged, labels.source))
     elif labels is not None:
         print(format_evaluation(evaluate(alerts, labels.labels)))
-    if scratch is not None:
-        scratch.cleanup()
     if args.compare_with is not None:
         live = [
             orjson.loads(r.value or b"")
@@ -391,7 +419,7 @@ def replay_cli(argv: Sequence[str]) -> int:
     return 0
 
 
-def _records_in(ranges: dict[int, tuple[int, int]]) -> int:
+def records_in(ranges: Mapping[int, tuple[int, int]]) -> int:
     """The offsets ``ranges`` span (the records, but for a transaction's markers)."""
     return sum(b - a for a, b in ranges.values())
 

@@ -11,30 +11,32 @@ A verdict names an alert, and an event alert's id is a hash of its detector and 
 (``stream/alerts.py``), so a replay with another detector raises other ids for the same
 events. Verdicts are therefore joined to the replay's scored events by recomputing, for
 each scored event, the id the live alert would have had under each detector the labels
-name. That needs every scored event, not only the alerts: the replay writes its scores
-file (``--output-scores``, or a temporary one) and the join reads it back. Then:
+name. That needs every scored event of the range, not only the alerts: the replay writes
+its scores file (``--output-scores``, or a temporary one) and the join reads it back. Then:
 
-- precision: of the replay's alerts on reviewed events, the share reviewers confirmed;
+- precision: of the replay's alerts on events with a decisive verdict, the share reviewers
+  confirmed (unsure verdicts count as reviewed but decide neither);
 - recall: of the confirmed events in the range, the share the replay alerts on.
 
-Unsure verdicts count as reviewed but decide neither.
+A record of the labels topic that is not a label (a tombstone, a stray write) is skipped and
+counted, as the live service's label follower does: the topic lives long.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
-import orjson
+from confluent_kafka import KafkaException
 
 from detectors.evaluation import Label
-from schemas.validation import validate_label
+from stream.feedback import decode_label
 from stream.reviews import Review, is_review_file, latest_reviews, read_review_file
 from stream.scores import InputError, json_lines
 from stream.topic_reader import ReplayError, read_topic
-from stream.traffic.sinks import read_labels
 
 
 @dataclass(frozen=True)
@@ -55,26 +57,39 @@ def load_labels(name: str, bootstrap: str) -> GroundTruth | Reviews:
     if path.is_file():
         if is_review_file(path):
             return Reviews(read_review_file(path), f"file {name}")
-        try:
-            return GroundTruth(read_labels(path))
-        except (KeyError, orjson.JSONDecodeError) as exc:
-            raise InputError(path, f"not a labels file ({exc!r})") from exc
+        return GroundTruth(read_ground_truth(path))
     try:
         records = read_topic(bootstrap, name)
     except ReplayError as exc:
         raise ReplayError(f"--labels: no file or topic named {name!r}") from exc
-    rows = []
+    except (KafkaException, TimeoutError) as exc:
+        raise ReplayError(f"--labels: reading topic {name!r}: {exc}") from exc
+    rows, skipped = [], 0
     for record in records:
         try:
-            row = orjson.loads(record.value or b"")
-            validate_label(row)
-        except ValueError as exc:  # orjson's decode error is one too
-            raise ReplayError(
-                f"--labels: {name} [{record.partition}] offset {record.offset} is not a "
-                f"label.v1 record: {exc}"
-            ) from exc
-        rows.append(row)
-    return Reviews(latest_reviews(rows), f"topic {name}")
+            rows.append(decode_label(record.value))
+        except ValueError:  # orjson's decode error is one too
+            skipped += 1
+    source = f"topic {name}" + (f", {skipped:,} records skipped: not labels" if skipped else "")
+    return Reviews(latest_reviews(rows), source)
+
+
+def read_ground_truth(path: Path) -> list[Label]:
+    """The generator's labels file (``{event_id, attack, attack_id}`` lines);
+    ``InputError`` names a line it cannot use, or an empty file."""
+    labels = []
+    for number, row in json_lines(path):
+        event_id, attack, attack_id = row.get("event_id"), row.get("attack"), row.get("attack_id")
+        if not isinstance(event_id, str) or not all(
+            isinstance(v, str | None) for v in (attack, attack_id)
+        ):
+            raise InputError(
+                path, "need event_id (string), attack and attack_id (string or null)", number
+            )
+        labels.append(Label(event_id, attack, attack_id))
+    if not labels:
+        raise InputError(path, "no labels in it")
+    return labels
 
 
 @dataclass
@@ -100,33 +115,33 @@ class ReviewEvaluation:
         return self.confirmed_alerted / self.confirmed if self.confirmed else None
 
 
-class ScoredEvent(NamedTuple):
-    """What the join needs of a line of the scores file."""
-
-    event_id: str
-    alert: bool
+def scored_event_ids(path: Path) -> list[str]:
+    """The events of a scores file (stream/score_tap.py), in its order."""
+    return [str(row["event_id"]) for _, row in json_lines(path)]
 
 
-def scored_events(path: Path) -> list[ScoredEvent]:
-    """The scores file's events and whether the replay alerted on each."""
-    return [ScoredEvent(row["event_id"], bool(row.get("alert"))) for _, row in json_lines(path)]
+def alerted_event_ids(alerts: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The events the replay's event alerts are about."""
+    return {e for alert in alerts if alert.get("kind") == "event" for e in alert["event_ids"]}
 
 
 def evaluate_reviews(
-    events: Sequence[ScoredEvent], reviews: Mapping[str, Review]
+    scored: Sequence[str], alerted: AbstractSet[str], reviews: Mapping[str, Review]
 ) -> ReviewEvaluation:
-    """Join ``reviews`` to ``events`` by the id each event's alert had under each detector
-    the reviews name (see the module)."""
+    """Join ``reviews`` to the ``scored`` events of the range by the id each one's alert
+    had under each detector the reviews name (see the module); ``alerted``: the events the
+    replay alerted on."""
     # Here, not at the top: stream.alerts loads the detectors, which the rest need not.
     from stream.alerts import alert_id
 
     detectors = sorted({review.detector for review in reviews.values()})
     result = ReviewEvaluation(len(reviews), 0, 0, 0, 0, 0, 0, 0)
-    for event in events:
-        result.alerts += event.alert
+    for event_id in scored:
+        alert = event_id in alerted
+        result.alerts += alert
         verdicts = [
             review.verdict
-            for review in (reviews.get(alert_id(d, "event", [event.event_id])) for d in detectors)
+            for review in (reviews.get(alert_id(d, "event", [event_id])) for d in detectors)
             if review is not None
         ]
         if not verdicts:
@@ -137,8 +152,8 @@ def evaluate_reviews(
         result.reviewed_events += 1
         if verdict is True:
             result.confirmed += 1
-            result.confirmed_alerted += event.alert
-        if event.alert:
+            result.confirmed_alerted += alert
+        if alert:
             if verdict is None:
                 result.alerts_unsure += 1
             elif verdict:

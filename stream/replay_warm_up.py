@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from detectors.scoring import EventScorer
-from stream.service import PartitionScorers, RunSummary, Service, scoring_config
+from stream.service import PartitionScorers, RunSummary, scoring_config
 from stream.settings import ServiceSettings
-from stream.topic_reader import BoundedSource, ReplayError, plan_ranges
+from stream.topic_reader import BoundedSource, ReplayError, ReplayOptionError, plan_ranges
 
 EARLIEST = "earliest"
 
@@ -51,8 +51,9 @@ def warm_up_ranges(
     ranges: Mapping[int, tuple[int, int]],
 ) -> Ranges:
     """The warm-up's [start, range start) of each partition with records in ``ranges``
-    (``start``: a time, offsets, or None for the earliest the topic holds). A start after
-    the range's is an error that names the partition."""
+    (``start``: a time, offsets, or None for the earliest the topic holds; a start below
+    the earliest offset is raised to it, as a range's is). A start after the range's is a
+    ``ReplayOptionError`` that names the partition."""
     range_starts = {p: a for p, (a, _) in ranges.items()}
     resolved = plan_ranges(bootstrap, topic, start, range_starts)
     warm: Ranges = {}
@@ -61,7 +62,7 @@ def warm_up_ranges(
             continue
         warm_start = resolved[partition][0]
         if warm_start > begin:
-            raise ReplayError(
+            raise ReplayOptionError(
                 f"--warm-up-from is after --from on partition {partition} "
                 f"(offset {warm_start} > {begin})"
             )
@@ -77,8 +78,12 @@ def warmed_scorers(
     on_batch: Callable[[RunSummary], None] | None = None,
 ) -> tuple[Callable[[int], EventScorer], RunSummary]:
     """Run the service over the ``warm`` ranges with every output dropped; returns the
-    scorer factory that hands out each partition's scorer as the warm-up left it (once;
-    a partition the warm-up did not read gets a fresh one) and the warm-up's summary."""
+    scorer factory that hands out each partition's scorer as the warm-up left it (a
+    partition the warm-up did not read gets a fresh one) and the warm-up's summary.
+    ``ReplayError`` if the warm-up stopped before the end of its ranges."""
+    # Here, not at the top: stream.replay imports this module.
+    from stream.replay import run_range
+
     scorers = PartitionScorers(scoring_config(settings))
     made: dict[int, EventScorer] = {}
 
@@ -93,16 +98,17 @@ def warmed_scorers(
         end={p: b for p, (_, b) in warm.items()},
         partitions=frozenset(warm),
     )
-    summary = Service(
-        settings,
-        consumer=source,
-        producer=DiscardSink(),  # type: ignore[arg-type]
-        scorer_factory=make,
-        on_batch=on_batch,
-    ).run()
+    summary = run_range(settings, source, DiscardSink(), None, on_batch, make)  # type: ignore[arg-type]
+    if not source.exhausted:
+        raise ReplayError("the warm-up stopped before it reached --from")
+    handed: set[int] = set()
 
     def warmed(partition: int) -> EventScorer:
-        scorer = made.pop(partition, None)
+        # A replay makes each partition's scorer once: a second one would start cold.
+        if partition in handed:
+            raise RuntimeError(f"the warmed-up scorer of partition {partition} is taken")
+        handed.add(partition)
+        scorer = made.get(partition)
         return scorer if scorer is not None else scorers(partition)
 
     return warmed, summary

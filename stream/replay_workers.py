@@ -28,7 +28,7 @@ from confluent_kafka import Producer
 from detectors.scoring import warm_up
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
-from stream.replay import Progress, ReplayRun, ReplaySink, run_range
+from stream.replay import Progress, ReplayRun, ReplaySink, records_in, run_range
 from stream.replay_warm_up import warmed_scorers
 from stream.score_tap import ScoreParts
 from stream.service import RunSummary, scoring_config
@@ -172,6 +172,7 @@ def replay_in_workers(
     joining them is the caller's. ``warm``: each partition's warm-up range, read first
     by the worker that replays the partition (stream/replay_warm_up.py)."""
     warm = warm or {}
+    loads = _loads(ranges, warm)
     shares = [
         Share(
             index,
@@ -183,9 +184,9 @@ def replay_in_workers(
             scores_path,  # each worker writes its partitions' parts of it
             {p: warm[p] for p in partitions if p in warm},
         )
-        for index, partitions in enumerate(split_partitions(_loads(ranges, warm), workers))
+        for index, partitions in enumerate(split_partitions(loads, workers))
     ]
-    total = sum(b - a for a, b in _loads(ranges, warm).values())
+    total = records_in(loads)
     # Loaded once here, every worker inherits them: not once per worker after the fork.
     warm_up(scoring_config(settings))
     context = multiprocessing.get_context("fork")

@@ -7,9 +7,11 @@ import io
 
 import pytest
 
+import stream.replay
 import stream.replay_warm_up as warm_up
 from stream.replay import Progress
 from stream.replay_warm_up import DiscardSink
+from stream.service import RunSummary
 from stream.topic_reader import ReplayError
 
 
@@ -49,3 +51,31 @@ def test_warm_up_ranges_end_where_the_ranges_start_and_skip_empty_ones(monkeypat
     assert warm_up.warm_up_ranges("b", "t", None, ranges) == {0: (5, 1000)}
     with pytest.raises(ReplayError, match=r"after --from on partition 0 \(offset 5 > 3\)"):
         warm_up.warm_up_ranges("b", "t", None, {0: (3, 10)})
+
+
+def test_each_partition_gets_the_scorer_its_warm_up_left_once(monkeypatch):
+    ran = {}
+    done = RunSummary()
+
+    def run_range(settings, source, sink, scores, on_batch, scorers):
+        # What the service does with a bounded source: a scorer per assigned partition.
+        ran["scorers"] = {p: scorers(p) for p in source.partitions}
+        source.exhausted = True
+        return done
+
+    monkeypatch.setattr(stream.replay, "run_range", run_range)
+    settings = stream.replay.replay_settings("b", "t", None, None)
+    warmed, summary = warm_up.warmed_scorers(settings, "b", "t", {0: (0, 10), 2: (5, 9)})
+    assert summary is done
+    assert warmed(0) is ran["scorers"][0]
+    assert warmed(2) is ran["scorers"][2]
+    assert warmed(1) is not None  # not warmed up: a fresh one
+    with pytest.raises(RuntimeError, match="partition 0 is taken"):
+        warmed(0)  # a second scorer would start cold, silently
+
+
+def test_a_warm_up_that_stops_short_fails(monkeypatch):
+    monkeypatch.setattr(stream.replay, "run_range", lambda *args: RunSummary())  # not exhausted
+    settings = stream.replay.replay_settings("b", "t", None, None)
+    with pytest.raises(ReplayError, match="the warm-up stopped before it reached --from"):
+        warm_up.warmed_scorers(settings, "b", "t", {0: (0, 10)})

@@ -89,14 +89,21 @@ def test_arrival_kinds_reach_the_scorer():
     )
 
 
-def test_a_replay_runs_the_live_settings_without_metrics_or_alignment(tmp_path):
+def test_a_replay_runs_the_live_settings_without_metrics_alignment_or_feedback(tmp_path):
     from stream.replay import replay_settings
 
     live = tmp_path / "vigil.toml"
-    live.write_text("metrics_port = 9400\nmax_event_time_skew_s = 60.0\nquantile = 0.99\n")
+    live.write_text(
+        "metrics_port = 9400\nmax_event_time_skew_s = 60.0\nquantile = 0.99\n"
+        'labels_topic = "vigil.labels"\npattern_alerts_topic = "vigil.patterns"\n'
+    )
+    assert load_settings({**REQUIRED}, config_file=live, env={}).labels_topic == "vigil.labels"
     settings = replay_settings("b:1", "events", None, live)
     assert settings.quantile == 0.99  # the live service's scoring
     assert settings.metrics_port is None
+    # No feedback: what it would read depends on when reviewers and the pattern stage wrote.
+    assert settings.labels_topic is None
+    assert settings.pattern_alerts_topic is None
     assert settings.max_event_time_skew_s is None
     assert settings.guarantee == "at-least-once"
     assert not settings.observations

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from detectors.evaluation import evaluate, format_evaluation
 from detectors.scoring import EventScorer
@@ -148,6 +148,8 @@ def replay_settings(
         update={
             "labels_topic": None,
             "pattern_alerts_topic": None,
+            # Without labels, "hold" would hold every alert back (detectors/label_gate.py).
+            "unproven_segments": "budget",
             "metrics_port": None,
             "max_event_time_skew_s": None,
             "suspicious_quantile": None,
@@ -299,9 +301,14 @@ def replay_cli(argv: Sequence[str]) -> int:
         )
         settings = replay_settings(args.bootstrap, args.topic, args.output_topic, args.config)
         labels = None if args.labels is None else load_labels(args.labels, args.bootstrap)
+        if args.output is not None:
+            _check_writable(args.output)
     except (ReplayError, ConfigError, InputError) as exc:
         print(f"vigil replay: {exc}", file=sys.stderr)
         return 2
+    except (KafkaException, TimeoutError) as exc:  # the broker, not the options
+        print(f"vigil replay: --labels: {exc}", file=sys.stderr)
+        return 1
     configure_logging("warning", sys.stderr.buffer)
     if not isinstance(labels, Reviews) or args.output_scores is not None:
         return _replay(args, settings, bounds, labels, args.output_scores)
@@ -319,10 +326,14 @@ def _replay(
 ) -> int:
     """The replay ``replay_cli`` checked the options of, and its report; the exit code."""
     start, end, warm_bound = bounds
-    out = args.output.open("wb") if args.output else None
-    sink = ReplaySink(settings.alerts_topic, out)
+    # The file's lines are kept and written at the end: a replay that fails before it
+    # read a record leaves an earlier output file as it was.
+    sink = ReplaySink(settings.alerts_topic, collect=args.output is not None)
     scores = ScoreParts(scores_path) if scores_path is not None else None
+    if scores is not None:
+        scores.discard()  # parts a failed replay left: joined, they would add their events
     progress = Progress()
+    finished = False
     ranges: dict[int, tuple[int, int]]
     warm: dict[int, tuple[int, int]] = {}
     try:
@@ -380,14 +391,18 @@ def _replay(
                 progress=progress,
             )
         if scores is not None:  # the parts, however many processes wrote them
-            scores.join(ranges)
+            scores.join(p for p, (a, b) in ranges.items() if a < b)
+        finished = True
     except ReplayError as exc:
         print(f"\nvigil replay: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ReplayOptionError) else 1
     finally:
-        sink.write_out()
-        if out is not None:
-            out.close()
+        if scores is not None and not finished:
+            scores.discard()
+        if args.output is not None and (finished or sink.lines):
+            with args.output.open("wb") as out:
+                sink.out = out
+                sink.write_out()
     print(file=sys.stderr)
     alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
@@ -406,9 +421,14 @@ def _replay(
     elif labels is not None:
         print(format_evaluation(evaluate(alerts, labels.labels)))
     if args.compare_with is not None:
+        try:
+            written = read_topic(args.bootstrap, args.compare_with)
+        except (ReplayError, KafkaException, TimeoutError) as exc:
+            print(f"vigil replay: --compare-with: {exc}", file=sys.stderr)
+            return 1
         live = [
             orjson.loads(r.value or b"")
-            for r in read_topic(args.bootstrap, args.compare_with)
+            for r in written
             if _in_ranges(_source_of(r.value), args.topic, ranges)
         ]
         differences = compare_alerts(live, alerts)
@@ -417,6 +437,18 @@ def _replay(
         print(f"compared with {args.compare_with}: {len(differences)} differences")
         return 1 if differences else 0
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """``ReplayError`` now, rather than a traceback at the end, if ``path`` cannot be
+    written."""
+    if path.is_dir():
+        raise ReplayError(f"--output: {path} is a directory")
+    if not path.parent.is_dir():
+        raise ReplayError(f"--output: no directory {path.parent}")
+    where = path if path.exists() else path.parent
+    if not os.access(where, os.W_OK):
+        raise ReplayError(f"--output: {where} is not writable")
 
 
 def records_in(ranges: Mapping[int, tuple[int, int]]) -> int:

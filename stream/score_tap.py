@@ -9,6 +9,7 @@ and the number of workers.
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -90,6 +91,11 @@ class ScoreParts:
         for out in self._open.values():
             out.close()
         self._open.clear()
+
+    def discard(self) -> None:
+        """Remove every part of the file there is (this replay's, or a failed one's)."""
+        for part in self.target.parent.glob(f"{glob.escape(self.target.name)}.part-*"):
+            part.unlink()
 
     def join(self, partitions: Iterable[int]) -> None:
         """The parts of ``partitions`` into the file, in partition order; parts removed.

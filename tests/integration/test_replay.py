@@ -168,7 +168,8 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     compared = _replay(
         kafka_bootstrap, topic, "--output", str(output), "--compare-with", alerts_topic
     )
-    replayed = output.read_bytes().splitlines()
+    replayed_bytes = output.read_bytes()
+    replayed = replayed_bytes.splitlines()
     assert replayed
     assert compared.returncode == 1
     assert f"{len(replayed)} differences" in compared.stdout
@@ -182,6 +183,14 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     )  # fmt: skip
     assert late.returncode == 2
     assert "--warm-up-from is after --from on partition 0 (offset 1500 > 1000)" in late.stderr
+    assert output.read_bytes() == replayed_bytes  # a replay that did not run leaves it
+    unknown = _replay(
+        kafka_bootstrap, topic, "--to", "0:100", "--output", str(tmp_path / "few.jsonl"),
+        "--compare-with", unique_name("nosuch"),
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert "vigil replay: --compare-with: topic" in unknown.stderr
+    assert "not found" in unknown.stderr
     alone = _replay(kafka_bootstrap, topic, "--warm-up-from", "earliest", "--output", str(output))
     assert alone.returncode == 2
     assert "--warm-up-from needs --from" in alone.stderr

@@ -149,3 +149,9 @@ def test_a_labels_name_that_is_neither_file_nor_topic_is_named(monkeypatch):
     monkeypatch.setattr(replay_labels, "read_topic", missing)
     with pytest.raises(ReplayError, match="--labels: no file or topic named 'nosuch'"):
         load_labels("nosuch", "broker:9092")
+
+
+def test_an_event_scored_twice_counts_once():
+    reviews = {alert_id("hst/1", "event", ["e1"]): _review(True)}
+    result = evaluate_reviews(["e1", "e1", "e2"], {"e1"}, reviews)
+    assert (result.alerts, result.reviewed_events, result.confirmed) == (1, 1, 1)

@@ -96,6 +96,7 @@ def test_a_replay_runs_the_live_settings_without_metrics_alignment_or_feedback(t
     live.write_text(
         "metrics_port = 9400\nmax_event_time_skew_s = 60.0\nquantile = 0.99\n"
         'labels_topic = "vigil.labels"\npattern_alerts_topic = "vigil.patterns"\n'
+        'unproven_segments = "hold"\n'
     )
     assert load_settings({**REQUIRED}, config_file=live, env={}).labels_topic == "vigil.labels"
     settings = replay_settings("b:1", "events", None, live)
@@ -104,6 +105,8 @@ def test_a_replay_runs_the_live_settings_without_metrics_alignment_or_feedback(t
     # No feedback: what it would read depends on when reviewers and the pattern stage wrote.
     assert settings.labels_topic is None
     assert settings.pattern_alerts_topic is None
+    # Without labels, "hold" would hold back every alert of the replay.
+    assert settings.unproven_segments == "budget"
     assert settings.max_event_time_skew_s is None
     assert settings.guarantee == "at-least-once"
     assert not settings.observations

@@ -373,3 +373,15 @@ def test_score_parts_join_partition_after_partition(tmp_path):
     parts.join([2, 1, 0])
     assert (tmp_path / "scores.jsonl").read_bytes() == b"a1\na2\nc1\nc2\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+def test_score_parts_a_failed_replay_left_are_discarded(tmp_path):
+    target = tmp_path / "scores[1].jsonl"  # glob characters in the name are just characters
+    parts = ScoreParts(target)
+    parts.writer(1).write(b"stale\n")
+    parts.close()
+    (tmp_path / "other.jsonl.part-1").write_bytes(b"not ours\n")
+    parts.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl.part-1"]
+    parts.join([1])  # nothing left of partition 1 to join
+    assert target.read_bytes() == b""

@@ -310,9 +310,9 @@ def replay_cli(argv: Sequence[str]) -> int:
         print(f"vigil replay: --labels: {exc}", file=sys.stderr)
         return 1
     configure_logging("warning", sys.stderr.buffer)
-    if not isinstance(labels, Reviews) or args.output_scores is not None:
+    if labels is None or args.output_scores is not None:
         return _replay(args, settings, bounds, labels, args.output_scores)
-    # Verdicts are joined to every scored event (stream/replay_labels.py).
+    # Labels are joined to the events the replay scored (stream/replay_labels.py).
     with tempfile.TemporaryDirectory(prefix="vigil-replay-") as scratch:
         return _replay(args, settings, bounds, labels, Path(scratch) / "scores.jsonl")
 
@@ -413,13 +413,14 @@ def _replay(
     print(f"alerts    {run.alerts:,}")
     for day, count in sorted(per_day.items()):
         print(f"  {day}  {count:,}")
-    if isinstance(labels, Reviews):
+    if labels is not None:
         assert scores_path is not None
         scored = scored_event_ids(scores_path)
-        judged = evaluate_reviews(scored, alerted_event_ids(alerts), labels.by_alert)
-        print(format_reviews(judged, labels.source))
-    elif labels is not None:
-        print(format_evaluation(evaluate(alerts, labels.labels)))
+        if isinstance(labels, Reviews):
+            judged = evaluate_reviews(scored, alerted_event_ids(alerts), labels.by_alert)
+            print(format_reviews(judged, labels.source))
+        else:  # the truth about the events of the range, not the whole file's
+            print(format_evaluation(evaluate(alerts, labels.of_events(scored))))
     if args.compare_with is not None:
         try:
             written = read_topic(args.bootstrap, args.compare_with)

@@ -3,7 +3,8 @@
 Two kinds of labels reach a replay:
 
 - the generator's ground truth (``{event_id, attack, attack_id}`` lines, ``vigil generate
-  --labels-out``): every event's truth, evaluated by ``detectors/evaluation.py``;
+  --labels-out``): every event's truth, evaluated by ``detectors/evaluation.py`` on the
+  events the replay scored (the file may cover more than the range);
 - reviewers' verdicts (``label.v1.json``: the labels topic that ``vigil review`` writes, or
   a file of its records): verdicts on the *live* service's alerts, by alert id.
 
@@ -40,6 +41,17 @@ from stream.topic_reader import ReplayError, read_topic
 @dataclass(frozen=True)
 class GroundTruth:
     labels: list[Label]
+
+    def of_events(self, event_ids: Iterable[str]) -> list[Label]:
+        """The labels of ``event_ids`` (a replay's scored events): an attack outside the
+        range is not one the replay could catch, and counting it would understate recall.
+
+        >>> truth = GroundTruth([Label("e1", "ato", "ato-1"), Label("e2", "ato", "ato-2")])
+        >>> [label.attack_id for label in truth.of_events(["e2", "e3"])]
+        ['ato-2']
+        """
+        wanted = set(event_ids)
+        return [label for label in self.labels if label.event_id in wanted]
 
 
 @dataclass(frozen=True)

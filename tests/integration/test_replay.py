@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import orjson
 import pytest
@@ -156,12 +157,22 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
 ):
     topic = unique_name("input")
     create_topics(kafka_bootstrap, {topic: 1})
-    records = list(generate(TrafficConfig(events=3_000, seed=2)))
+    records = list(generate(TrafficConfig(events=3_000, seed=2, attack_rate=1e-3)))
     produce_to_kafka(iter(records), kafka_bootstrap, topic)
     output = tmp_path / "alerts.jsonl"
-    ranged = _replay(kafka_bootstrap, topic, "--to", "0:1000", "--output", str(output))
+    truth = tmp_path / "truth.jsonl"
+    truth.write_bytes(b"".join(label_line(r) + b"\n" for r in records))
+    ranged = _replay(
+        kafka_bootstrap, topic, "--to", "0:1000", "--output", str(output), "--labels", str(truth)
+    )
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     assert "records   1,000" in ranged.stdout
+    # Judged by the truth about the range's events, not the whole file's.
+    in_range = Counter(r.attack for r in records[:1000] if r.attack)
+    assert in_range  # attacks to judge
+    table = ranged.stdout.split("alerted\n", 1)[1].splitlines()
+    rows = {line.split()[0]: int(line.split()[4]) for line in table if line.split()[0] in in_range}
+    assert rows == dict(in_range)
     # Settings that differ from the live run's show up as differences.
     alerts_topic = unique_name("alerts")
     create_topics(kafka_bootstrap, {alerts_topic: 1})  # empty: every alert is "replay only"

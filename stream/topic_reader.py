@@ -83,7 +83,7 @@ def resolve_ranges(
     consumer, and the range read as empty)."""
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
-        raise ReplayError(f"topic {topic!r} not found")
+        raise ReplayOptionError(f"topic {topic!r} not found")
     partitions = sorted(meta.partitions)
     highs = {
         p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions

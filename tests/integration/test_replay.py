@@ -202,6 +202,10 @@ def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     assert unknown.returncode == 1
     assert "vigil replay: --compare-with: topic" in unknown.stderr
     assert "not found" in unknown.stderr
+    missing = _replay(kafka_bootstrap, unique_name("nosuch"), "--output", str(output))
+    assert missing.returncode == 2
+    assert "not found" in missing.stderr
+    assert output.read_bytes() == replayed_bytes
     alone = _replay(kafka_bootstrap, topic, "--warm-up-from", "earliest", "--output", str(output))
     assert alone.returncode == 2
     assert "--warm-up-from needs --from" in alone.stderr

@@ -38,8 +38,8 @@ class ReplayError(ValueError):
 
 
 class ReplayOptionError(ReplayError):
-    """Options that cannot go together, found once the topic is known (exit 2, as for a
-    malformed one)."""
+    """An option that cannot work, found once the broker is asked (a topic that does not
+    exist, a warm-up that starts after the range): exit 2, as for a malformed one."""
 
 
 def parse_bound(text: str) -> int | dict[int, int]:

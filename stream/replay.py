@@ -347,9 +347,6 @@ def _replay(
             warm = warm_up_ranges(args.bootstrap, args.topic, warm_bound, planned)
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
         if planned is None or workers == 1:
-            if planned is not None:  # the range as planned: its end is fixed already
-                start = {p: a for p, (a, _) in planned.items()}
-                end = {p: b for p, (_, b) in planned.items()}
             warm_total = records_in(warm)
             scorers = None
             warm_up_records = 0
@@ -362,7 +359,11 @@ def _replay(
                     lambda s: progress.show(s.records, warm_total, s.records_per_s, "warm-up"),
                 )
                 warm_up_records = warm_summary.records
-            source = BoundedSource(args.bootstrap, args.topic, start, end)
+            source = (
+                BoundedSource(args.bootstrap, args.topic, start, end)
+                if planned is None
+                else BoundedSource.over(args.bootstrap, args.topic, planned)  # its end fixed
+            )
             if args.output_topic:
                 sink.forward = Producer(producer_config(settings))
             summary = run_range(

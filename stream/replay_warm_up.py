@@ -91,13 +91,7 @@ def warmed_scorers(
         made[partition] = scorer = scorers(partition)
         return scorer
 
-    source = BoundedSource(
-        bootstrap,
-        topic,
-        start={p: a for p, (a, _) in warm.items()},
-        end={p: b for p, (_, b) in warm.items()},
-        partitions=frozenset(warm),
-    )
+    source = BoundedSource.over(bootstrap, topic, warm)
     summary = run_range(settings, source, DiscardSink(), None, on_batch, make)  # type: ignore[arg-type]
     if not source.exhausted:
         raise ReplayError("the warm-up stopped before it reached --from")

@@ -104,13 +104,7 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
                 settings, share.bootstrap, share.topic, share.warm, warming
             )
             warm_up_records = warm_summary.records
-        source = BoundedSource(
-            share.bootstrap,
-            share.topic,
-            start={p: a for p, (a, _) in share.ranges.items()},
-            end={p: b for p, (_, b) in share.ranges.items()},
-            partitions=frozenset(share.ranges),
-        )
+        source = BoundedSource.over(share.bootstrap, share.topic, share.ranges)
         forward = Producer(producer_config(settings)) if share.forward else None
         sink = ReplaySink(settings.alerts_topic, None, forward, collect=True)
         scores = ScoreParts(share.scores_path) if share.scores_path else None

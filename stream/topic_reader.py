@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -132,6 +132,20 @@ class BoundedSource:
     _consumer: Consumer | None = None
     _pending: set[int] = field(default_factory=set)
     _next: dict[int, int] = field(default_factory=dict)  # next offset of each partition
+
+    @classmethod
+    def over(
+        cls, bootstrap: str, topic: str, ranges: Mapping[int, tuple[int, int]]
+    ) -> BoundedSource:
+        """A source of exactly ``ranges`` ([start, end) by partition, as planned already):
+        a parallel worker's share, a warm-up, a replay whose range was fixed beforehand."""
+        return cls(
+            bootstrap,
+            topic,
+            start={p: a for p, (a, _) in ranges.items()},
+            end={p: b for p, (_, b) in ranges.items()},
+            partitions=frozenset(ranges),
+        )
 
     def subscribe(self, topics: list[str], **kwargs: Any) -> None:
         consumer = Consumer(

@@ -5,7 +5,8 @@ offset range without joining the live group (nothing is committed), and, optiona
 JSON-lines file instead of the alerts topic. Scoring state is per partition and depends
 only on the records in offset order, so replaying from the same starting state gives the
 live service's alerts exactly (for a range that starts mid-topic, ``--warm-up-from`` builds
-that state first: stream/replay_warm_up.py).
+that state first, from the topic or from the live service's snapshots: stream/replay_warm_up.py,
+stream/replay_state.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from stream.replay_labels import (
     load_labels,
     scored_event_ids,
 )
+from stream.replay_state import STATE, LiveState, live_settings, ranges_from, read_live_state
 from stream.replay_warm_up import EARLIEST, warm_up_ranges, warmed_scorers
 from stream.score_tap import ScoreParts, tapped
 from stream.scores import InputError
@@ -226,9 +228,10 @@ class Progress:
         if self._out is None or time.monotonic() - self._last < 1.0:
             return
         self._last = time.monotonic()
-        eta = (total - records) / rate if rate else float("nan")
+        # No rate yet (nothing read in the first second): no ETA rather than "nans".
+        eta = f"{(total - records) / rate:,.0f}s" if rate else "?"
         prefix = f"{phase}: " if phase else ""
-        line = f"{prefix}{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta:,.0f}s"
+        line = f"{prefix}{records:,}/{total:,} records  {rate:,.0f}/s  ETA {eta}"
         # Padded over what a longer line before it left (the warm-up's, say).
         padding = " " * max(0, self._width - len(line))
         self._width = len(line)
@@ -236,11 +239,14 @@ class Progress:
 
 
 class Bounds(NamedTuple):
-    """``--from``, ``--to`` and ``--warm-up-from`` as parsed (None: not given, or earliest)."""
+    """``--from``, ``--to`` and ``--warm-up-from`` as parsed (None: not given, earliest or
+    state), and with ``--warm-up-from state`` the live service's settings (its state topic,
+    its scoring configuration)."""
 
     start: Bound | None
     end: Bound | None
     warm_up: Bound | None
+    live: ServiceSettings | None = None
 
 
 def replay_cli(argv: Sequence[str]) -> int:
@@ -255,7 +261,14 @@ def replay_cli(argv: Sequence[str]) -> int:
         metavar="START",
         help="first run the records from START (RFC 3339 time, P:OFFSET,... or earliest) up "
         "to --from, outputs dropped, so that the range starts from the state the live "
-        "service had there",
+        "service had there; or state: start from the live service's latest snapshots (and "
+        "without --from, replay from where they stand)",
+    )
+    parser.add_argument(
+        "--state-topic",
+        metavar="TOPIC",
+        help="with --warm-up-from state: the live service's state topic (default: the one "
+        "its --config names, or <group>.state)",
     )
     parser.add_argument("--config", type=Path, help="the live service's TOML config")
     target = parser.add_mutually_exclusive_group(required=True)
@@ -290,14 +303,20 @@ def replay_cli(argv: Sequence[str]) -> int:
     if args.compare_with is not None and args.output is None:
         print("vigil replay: --compare-with needs --output FILE", file=sys.stderr)
         return 2
-    if args.warm_up is not None and args.start is None:
+    if args.warm_up not in (None, STATE) and args.start is None:
         print("vigil replay: --warm-up-from needs --from (where the warm-up ends)", file=sys.stderr)
+        return 2
+    if args.state_topic is not None and args.warm_up != STATE:
+        print("vigil replay: --state-topic needs --warm-up-from state", file=sys.stderr)
         return 2
     try:
         bounds = Bounds(
             parse_bound(args.start) if args.start else None,
             parse_bound(args.end) if args.end else None,
-            None if args.warm_up in (None, EARLIEST) else parse_bound(args.warm_up),
+            None if args.warm_up in (None, EARLIEST, STATE) else parse_bound(args.warm_up),
+            None
+            if args.warm_up != STATE
+            else live_settings(args.bootstrap, args.topic, args.config, args.state_topic),
         )
         settings = replay_settings(args.bootstrap, args.topic, args.output_topic, args.config)
         labels = None if args.labels is None else load_labels(args.labels, args.bootstrap)
@@ -325,7 +344,7 @@ def _replay(
     scores_path: Path | None,
 ) -> int:
     """The replay ``replay_cli`` checked the options of, and its report; the exit code."""
-    start, end, warm_bound = bounds
+    start, end, warm_bound, live_config = bounds
     # The file's lines are kept and written at the end: a replay that fails before it
     # read a record leaves an earlier output file as it was.
     sink = ReplaySink(settings.alerts_topic, collect=args.output is not None)
@@ -336,13 +355,23 @@ def _replay(
     finished = False
     ranges: dict[int, tuple[int, int]]
     warm: dict[int, tuple[int, int]] = {}
+    live_state: LiveState | None = None
     try:
         planned = (
             None
             if args.workers == 1 and args.warm_up is None
             else plan_ranges(args.bootstrap, args.topic, start, end)
         )
-        if args.warm_up is not None:
+        if live_config is not None:  # --warm-up-from state
+            assert planned is not None
+            live_state = read_live_state(live_config, planned)
+            if start is None:  # the range starts where the snapshots stand
+                planned = ranges_from(live_state, planned)
+            else:
+                warm = warm_up_ranges(
+                    args.bootstrap, args.topic, live_state.offsets, planned, "the live state"
+                )
+        elif args.warm_up is not None:
             assert planned is not None
             warm = warm_up_ranges(args.bootstrap, args.topic, warm_bound, planned)
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
@@ -350,15 +379,15 @@ def _replay(
             warm_total = records_in(warm)
             scorers = None
             warm_up_records = 0
-            if warm:
-                scorers, warm_summary = warmed_scorers(
+            if warm or live_state is not None:
+                scorers, warm_up_records = warmed_scorers(
                     settings,
                     args.bootstrap,
                     args.topic,
                     warm,
                     lambda s: progress.show(s.records, warm_total, s.records_per_s, "warm-up"),
+                    None if live_state is None else live_state.scorers(settings),
                 )
-                warm_up_records = warm_summary.records
             source = (
                 BoundedSource(args.bootstrap, args.topic, start, end)
                 if planned is None
@@ -387,6 +416,7 @@ def _replay(
                 workers,
                 sink,
                 warm=warm,
+                live=live_state,
                 forward=bool(args.output_topic),
                 scores_path=scores_path,
                 progress=progress,
@@ -407,6 +437,9 @@ def _replay(
     print(file=sys.stderr)
     alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
+    if live_state is not None:
+        stands = ",".join(f"{p}:{o}" for p, o in live_state.offsets.items())
+        print(f"state     the snapshots in {live_state.state_topic}, as of {stands}")
     if args.warm_up is not None:
         print(f"warm-up   {run.warm_up_records:,} records before the range, outputs dropped")
     print(f"records   {run.records:,} ({run.records_per_s:,.0f}/s)")

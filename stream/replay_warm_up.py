@@ -49,11 +49,12 @@ def warm_up_ranges(
     topic: str,
     start: int | dict[int, int] | None,
     ranges: Mapping[int, tuple[int, int]],
+    what: str = "--warm-up-from",
 ) -> Ranges:
     """The warm-up's [start, range start) of each partition with records in ``ranges``
     (``start``: a time, offsets, or None for the earliest the topic holds; a start below
     the earliest offset is raised to it, as a range's is). A start after the range's is a
-    ``ReplayOptionError`` that names the partition."""
+    ``ReplayOptionError`` that names the partition and ``what`` the start is."""
     range_starts = {p: a for p, (a, _) in ranges.items()}
     resolved = plan_ranges(bootstrap, topic, start, range_starts)
     warm: Ranges = {}
@@ -63,8 +64,7 @@ def warm_up_ranges(
         warm_start = resolved[partition][0]
         if warm_start > begin:
             raise ReplayOptionError(
-                f"--warm-up-from is after --from on partition {partition} "
-                f"(offset {warm_start} > {begin})"
+                f"{what} is after --from on partition {partition} (offset {warm_start} > {begin})"
             )
         warm[partition] = (warm_start, begin)
     return warm
@@ -76,25 +76,31 @@ def warmed_scorers(
     topic: str,
     warm: Mapping[int, tuple[int, int]],
     on_batch: Callable[[RunSummary], None] | None = None,
-) -> tuple[Callable[[int], EventScorer], RunSummary]:
+    start: Callable[[int], EventScorer] | None = None,
+) -> tuple[Callable[[int], EventScorer], int]:
     """Run the service over the ``warm`` ranges with every output dropped; returns the
-    scorer factory that hands out each partition's scorer as the warm-up left it (a
-    partition the warm-up did not read gets a fresh one) and the warm-up's summary.
-    ``ReplayError`` if the warm-up stopped before the end of its ranges."""
+    scorer factory that hands out each partition's scorer as the warm-up left it and the
+    records the warm-up read. ``start`` makes the scorer a partition's warm-up starts from
+    (by default a fresh one, as the live service's first); a partition the warm-up did not
+    read gets that one. ``ReplayError`` if the warm-up stopped before the end of its
+    ranges."""
     # Here, not at the top: stream.replay imports this module.
-    from stream.replay import run_range
+    from stream.replay import records_in, run_range
 
-    scorers = PartitionScorers(scoring_config(settings))
+    scorers = start or PartitionScorers(scoring_config(settings))
     made: dict[int, EventScorer] = {}
 
     def make(partition: int) -> EventScorer:
         made[partition] = scorer = scorers(partition)
         return scorer
 
-    source = BoundedSource.over(bootstrap, topic, warm)
-    summary = run_range(settings, source, DiscardSink(), None, on_batch, make)  # type: ignore[arg-type]
-    if not source.exhausted:
-        raise ReplayError("the warm-up stopped before it reached --from")
+    records = 0
+    if records_in(warm) > 0:  # a warm-up from a snapshot that stands at --from reads nothing
+        source = BoundedSource.over(bootstrap, topic, warm)
+        summary = run_range(settings, source, DiscardSink(), None, on_batch, make)  # type: ignore[arg-type]
+        if not source.exhausted:
+            raise ReplayError("the warm-up stopped before it reached --from")
+        records = summary.records
     handed: set[int] = set()
 
     def warmed(partition: int) -> EventScorer:
@@ -105,4 +111,4 @@ def warmed_scorers(
         scorer = made.get(partition)
         return scorer if scorer is not None else scorers(partition)
 
-    return warmed, summary
+    return warmed, records

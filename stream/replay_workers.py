@@ -29,6 +29,7 @@ from detectors.scoring import warm_up
 from stream.kafka_io import producer_config
 from stream.logs import configure_logging
 from stream.replay import Progress, ReplayRun, ReplaySink, records_in, run_range
+from stream.replay_state import LiveState
 from stream.replay_warm_up import warmed_scorers
 from stream.score_tap import ScoreParts
 from stream.service import RunSummary, scoring_config
@@ -72,6 +73,8 @@ class Share:
     scores_path: Path | None
     # Read first, outputs dropped: the state the range starts from (--warm-up-from).
     warm: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # The live service's snapshots of the share's partitions (--warm-up-from state).
+    live: LiveState | None = None
 
 
 @dataclass
@@ -95,15 +98,19 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         configure_logging("warning", sys.stderr.buffer)
         settings = share.settings
         scorers, warm_up_records = None, 0
-        if share.warm:
+        if share.warm or share.live is not None:
 
             def warming(summary: RunSummary) -> None:
                 done[share.index] = summary.records
 
-            scorers, warm_summary = warmed_scorers(
-                settings, share.bootstrap, share.topic, share.warm, warming
+            scorers, warm_up_records = warmed_scorers(
+                settings,
+                share.bootstrap,
+                share.topic,
+                share.warm,
+                warming,
+                None if share.live is None else share.live.scorers(settings),
             )
-            warm_up_records = warm_summary.records
         source = BoundedSource.over(share.bootstrap, share.topic, share.ranges)
         forward = Producer(producer_config(settings)) if share.forward else None
         sink = ReplaySink(settings.alerts_topic, None, forward, collect=True)
@@ -156,6 +163,7 @@ def replay_in_workers(
     sink: ReplaySink,
     *,
     warm: Mapping[int, tuple[int, int]] | None = None,
+    live: LiveState | None = None,
     forward: bool,
     scores_path: Path | None,
     progress: Progress,
@@ -164,7 +172,8 @@ def replay_in_workers(
     returns the ReplayRun of them all. Raises ReplayError if a worker fails. With
     ``scores_path``, each worker writes its partitions' parts of it (``ScoreParts``);
     joining them is the caller's. ``warm``: each partition's warm-up range, read first
-    by the worker that replays the partition (stream/replay_warm_up.py)."""
+    by the worker that replays the partition (stream/replay_warm_up.py), starting from the
+    partition's snapshot in ``live`` if given (stream/replay_state.py)."""
     warm = warm or {}
     loads = _loads(ranges, warm)
     shares = [
@@ -177,6 +186,7 @@ def replay_in_workers(
             forward,
             scores_path,  # each worker writes its partitions' parts of it
             {p: warm[p] for p in partitions if p in warm},
+            None if live is None else live.only(partitions),
         )
         for index, partitions in enumerate(split_partitions(loads, workers))
     ]

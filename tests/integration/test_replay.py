@@ -152,6 +152,95 @@ def test_live_then_replay_gives_identical_alerts(kafka_bootstrap, unique_name, t
     assert sorted(on_topic, key=key) == sorted(live_alerts, key=key)
 
 
+def test_a_replay_from_the_live_state_gives_the_alerts_the_live_service_goes_on_to_give(
+    kafka_bootstrap, unique_name, tmp_path
+):
+    topics = {k: unique_name(k) for k in ("input", "alerts", "dlq")}
+    create_topics(kafka_bootstrap, {topics["input"]: 3, topics["alerts"]: 1, topics["dlq"]: 1})
+    records = list(generate(TrafficConfig(events=12_000, seed=31, bad_fraction=0.01)))
+    group = unique_name("group")
+    config = tmp_path / "live.toml"
+    config.write_text(f'group = "{group}"\n')
+    # The live service runs over the first part and stops, leaving its snapshots.
+    produce_to_kafka(iter(records[:7_000]), kafka_bootstrap, topics["input"])
+    first = run_service(kafka_bootstrap, topics, group)
+    assert first.returncode == 0, first.stderr[-3000:]
+    stands = committed_offsets(kafka_bootstrap, group, topics["input"])
+    assert sum(stands.values()) == 7_000
+    produce_to_kafka(iter(records[7_000:]), kafka_bootstrap, topics["input"])
+
+    # From the snapshots to the end, in one process or several, before the live service
+    # has read the rest.
+    files = []
+    for workers in ("1", "3"):
+        output = tmp_path / f"from-state-{workers}.jsonl"
+        replay = _replay(
+            kafka_bootstrap, topics["input"], "--warm-up-from", "state", "--config", str(config),
+            "--output", str(output), "--workers", workers,
+        )  # fmt: skip
+        assert replay.returncode == 0, replay.stderr[-3000:] + replay.stdout[-3000:]
+        offsets = ",".join(f"{p}:{o}" for p, o in sorted(stands.items()))
+        assert f"the snapshots in {group}.state, as of {offsets}" in replay.stdout
+        assert "records   5,000 " in replay.stdout
+        files.append(output.read_bytes())
+    assert files[0] == files[1]
+    replayed = [orjson.loads(line) for line in files[0].splitlines()]
+    assert replayed
+    # The same range from empty state: other alerts.
+    cold_output = tmp_path / "cold.jsonl"
+    cold = _replay(
+        kafka_bootstrap, topics["input"], "--from", offsets, "--output", str(cold_output)
+    )
+    assert cold.returncode == 0, cold.stderr[-3000:]
+    cold_alerts = [orjson.loads(line) for line in cold_output.read_bytes().splitlines()]
+    # A later range, warmed up from the snapshots: the records between are read first.
+    later = ",".join(f"{p}:{o + 500}" for p, o in sorted(stands.items()))
+    later_output = tmp_path / "later.jsonl"
+    warmed = _replay(
+        kafka_bootstrap, topics["input"], "--from", later, "--warm-up-from", "state",
+        "--state-topic", f"{group}.state", "--output", str(later_output),
+    )  # fmt: skip
+    assert warmed.returncode == 0, warmed.stderr[-3000:]
+    assert "warm-up   1,500 records before the range" in warmed.stdout
+    # A range before the snapshots, or a configuration the live service did not run, is
+    # refused: neither can start from them.
+    early = _replay(
+        kafka_bootstrap, topics["input"], "--from", "0:0,1:0,2:0", "--warm-up-from", "state",
+        "--config", str(config), "--output", str(tmp_path / "early.jsonl"),
+    )  # fmt: skip
+    assert early.returncode == 2
+    assert "the live state is after --from on partition 0" in early.stderr
+    other = tmp_path / "other.toml"
+    other.write_text(f'group = "{group}"\nn_trees = 12\n')
+    refused = _replay(
+        kafka_bootstrap, topics["input"], "--warm-up-from", "state", "--config", str(other),
+        "--output", str(tmp_path / "other.jsonl"),
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "was made under another scoring configuration" in refused.stderr
+
+    # The live service goes on from its snapshots: its alerts for the rest are the replay's.
+    second = run_service(kafka_bootstrap, topics, group)
+    assert second.returncode == 0, second.stderr[-3000:]
+    live_rest = [
+        alert
+        for r in read_topic(kafka_bootstrap, topics["alerts"])
+        if (alert := orjson.loads(r.value or b""))["source"]["offset"]
+        >= stands[alert["source"]["partition"]]
+    ]
+
+    def key(alert):
+        return alert["alert_id"]
+
+    assert sorted(replayed, key=key) == sorted(live_rest, key=key)
+    assert sorted(cold_alerts, key=key) != sorted(live_rest, key=key)
+    live_later = [
+        a for a in live_rest if a["source"]["offset"] >= stands[a["source"]["partition"]] + 500
+    ]
+    later_alerts = [orjson.loads(line) for line in later_output.read_bytes().splitlines()]
+    assert sorted(later_alerts, key=key) == sorted(live_later, key=key)
+
+
 def test_replay_of_a_range_is_a_subset_and_bad_bounds_fail_clearly(
     kafka_bootstrap, unique_name, tmp_path
 ):

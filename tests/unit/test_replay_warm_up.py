@@ -4,6 +4,7 @@ exactness of a warmed-up replay is checked on the real broker, tests/integration
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,9 @@ def test_the_progress_line_names_the_warm_up():
     assert first.startswith("warm-up: 500/2,000 records  250/s  ETA 6s")
     assert second.startswith("100/1,000 records  50/s  ETA 18s")
     assert len(second) == len(first)  # padded over the longer line it overwrites
+    progress._last = 0.0
+    progress.show(0, 1000, 0.0)  # nothing read yet
+    assert out.getvalue().split("\r")[-1].startswith("0/1,000 records  0/s  ETA ?")
 
 
 def test_warm_up_ranges_end_where_the_ranges_start_and_skip_empty_ones(monkeypatch):
@@ -55,7 +59,7 @@ def test_warm_up_ranges_end_where_the_ranges_start_and_skip_empty_ones(monkeypat
 
 def test_each_partition_gets_the_scorer_its_warm_up_left_once(monkeypatch):
     ran = {}
-    done = RunSummary()
+    done = RunSummary(events=12, dead_letters=2)
 
     def run_range(settings, source, sink, scores, on_batch, scorers):
         # What the service does with a bounded source: a scorer per assigned partition.
@@ -65,8 +69,8 @@ def test_each_partition_gets_the_scorer_its_warm_up_left_once(monkeypatch):
 
     monkeypatch.setattr(stream.replay, "run_range", run_range)
     settings = stream.replay.replay_settings("b", "t", None, None)
-    warmed, summary = warm_up.warmed_scorers(settings, "b", "t", {0: (0, 10), 2: (5, 9)})
-    assert summary is done
+    warmed, records = warm_up.warmed_scorers(settings, "b", "t", {0: (0, 10), 2: (5, 9)})
+    assert records == 14
     assert warmed(0) is ran["scorers"][0]
     assert warmed(2) is ran["scorers"][2]
     assert warmed(1) is not None  # not warmed up: a fresh one
@@ -79,3 +83,36 @@ def test_a_warm_up_that_stops_short_fails(monkeypatch):
     settings = stream.replay.replay_settings("b", "t", None, None)
     with pytest.raises(ReplayError, match="the warm-up stopped before it reached --from"):
         warm_up.warmed_scorers(settings, "b", "t", {0: (0, 10)})
+
+
+def test_a_warm_up_starts_from_the_scorers_it_is_given(monkeypatch):
+    ran = {}
+    started: dict[int, Any] = {p: object() for p in (0, 1, 2)}
+
+    def run_range(settings, source, sink, scores, on_batch, scorers):
+        ran["scorers"] = {p: scorers(p) for p in source.partitions}
+        source.exhausted = True
+        return RunSummary()
+
+    monkeypatch.setattr(stream.replay, "run_range", run_range)
+    settings = stream.replay.replay_settings("b", "t", None, None)
+    # Partition 1's snapshot stands at --from: nothing to read there, its snapshot's scorer.
+    warmed, _ = warm_up.warmed_scorers(
+        settings, "b", "t", {0: (3, 10), 1: (7, 7)}, start=started.__getitem__
+    )
+    assert ran["scorers"] == {0: started[0], 1: started[1]}  # the source's partitions
+    assert [warmed(p) for p in (0, 1, 2)] == [started[0], started[1], started[2]]
+
+
+def test_a_warm_up_with_nothing_to_read_runs_nothing(monkeypatch):
+    def run_range(*args):
+        raise AssertionError("a warm-up over empty ranges reads nothing")
+
+    monkeypatch.setattr(stream.replay, "run_range", run_range)
+    settings = stream.replay.replay_settings("b", "t", None, None)
+    started: dict[int, Any] = {0: object()}
+    warmed, records = warm_up.warmed_scorers(
+        settings, "b", "t", {0: (7, 7)}, start=started.__getitem__
+    )
+    assert records == 0
+    assert warmed(0) is started[0]

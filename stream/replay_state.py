@@ -1,0 +1,165 @@
+"""``vigil replay --warm-up-from state``: start from the live service's latest snapshots.
+
+A warm-up from ``earliest`` rebuilds the live service's state by running the topic from its
+start: exact, but as slow as the topic is long, and impossible once retention has deleted
+the start. The live service checkpoints each input partition's scorer to its state topic
+with the offset the state reflects (stream/checkpoint.py); a replay can start from those
+snapshots instead. With no ``--from``, the range starts where each snapshot does ("why did
+this fire since the last checkpoint"); with ``--from``, the records from a snapshot up to it
+are run first, outputs dropped, as for any warm-up.
+
+The state topic is compacted, so it holds each partition's latest snapshot only: a range
+that starts before it needs ``--warm-up-from earliest`` (or a time, or offsets). A snapshot
+is used only if the live service made it under the replay's scoring configuration (its
+fingerprint, as the live service checks on restore): state made under other detectors or
+thresholds would score the range as neither configuration would.
+
+A partition the state topic has no snapshot of starts from the partition's earliest record
+with fresh state, as the live service does on its first start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from detectors.scoring import EventScorer
+from stream.checkpoint import SnapshotError, decode_state, fingerprint
+from stream.kafka_io import VigilKafkaError
+from stream.service import PartitionScorers, scoring_config
+from stream.settings import ConfigError, ServiceSettings, load_settings
+from stream.state_store import read_state_partition
+from stream.topic_reader import ReplayError, ReplayOptionError
+
+STATE = "state"
+
+Ranges = dict[int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """The latest snapshot of each input partition the state topic has one of."""
+
+    state_topic: str
+    # By input partition: the next offset the state has not seen, and the pickled scorer.
+    snapshots: Mapping[int, tuple[int, bytes]]
+
+    @property
+    def offsets(self) -> dict[int, int]:
+        """Where each snapshot stands: the first offset it has not seen."""
+        return {p: offset for p, (offset, _) in sorted(self.snapshots.items())}
+
+    def only(self, partitions: Iterable[int]) -> LiveState:
+        """The snapshots of ``partitions`` (a worker's share)."""
+        wanted = set(partitions)
+        kept = {p: s for p, s in self.snapshots.items() if p in wanted}
+        return LiveState(self.state_topic, kept)
+
+    def scorers(self, settings: ServiceSettings) -> Callable[[int], EventScorer]:
+        """Makes each partition's scorer as its snapshot holds it (a fresh one, under
+        ``settings``, for a partition the state topic has none of)."""
+        fresh = PartitionScorers(scoring_config(settings))
+
+        def scorer(partition: int) -> EventScorer:
+            found = self.snapshots.get(partition)
+            if found is None:
+                return fresh(partition)
+            restored: EventScorer = decode_state(found[1])
+            return restored
+
+        return scorer
+
+
+def live_settings(
+    bootstrap: str, topic: str, config: Path | None, state_topic: str | None
+) -> ServiceSettings:
+    """The live service's settings as it loads them (``config``, then the ``VIGIL_*``
+    environment), without the changes a replay makes to them: its state topic, and the
+    scoring configuration its snapshots carry the fingerprint of."""
+    given = {"bootstrap": bootstrap, "input_topic": topic, "state_topic": state_topic}
+    # The outputs' topics do not matter here, but are required settings.
+    given |= {"alerts_topic": "vigil-replay-alerts", "dlq_topic": "vigil-replay-dead-letters"}
+    try:
+        return load_settings(given, config_file=config)
+    except ConfigError as exc:
+        if "'group'" not in str(exc):
+            raise
+        if state_topic is None:
+            raise ReplayOptionError(
+                "--warm-up-from state needs the live service's state topic: --state-topic, "
+                "or a --config (or VIGIL_GROUP) that names its group"
+            ) from None
+    # The state topic is named: the group matters to nothing else here.
+    return load_settings(given | {"group": "vigil-replay"}, config_file=config)
+
+
+def read_live_state(
+    settings: ServiceSettings, partitions: Iterable[int], timeout_s: float = 60.0
+) -> LiveState:
+    """The latest snapshot of each of ``partitions`` of ``settings.input_topic`` in the
+    state topic. ``ReplayOptionError`` if the state topic does not exist, holds no snapshot
+    of the topic, or holds one made under another scoring configuration; ``ReplayError``
+    if a snapshot is unreadable."""
+    state_topic = settings.state_topic_name
+    count = _partition_count(settings, state_topic)
+    expected = fingerprint(scoring_config(settings))
+    snapshots: dict[int, tuple[int, bytes]] = {}
+    for partition in sorted(partitions):
+        if partition >= count:  # input partition p checkpoints to state partition p
+            continue
+        try:
+            found = read_state_partition(settings, partition, timeout_s)
+        except VigilKafkaError as exc:
+            raise ReplayError(f"reading {state_topic}: {exc}") from exc
+        try:
+            restored = found.snapshot(settings.input_topic, partition)
+        except SnapshotError as exc:
+            raise ReplayError(
+                f"the snapshot of partition {partition} in {state_topic}: {exc}"
+            ) from exc
+        if restored is None:
+            continue
+        if restored.manifest.fingerprint != expected:
+            raise ReplayOptionError(
+                f"the snapshot of partition {partition} in {state_topic} was made under "
+                "another scoring configuration than this replay's (--config and the VIGIL_* "
+                "environment must be the live service's); to replay another configuration, "
+                "warm up from earliest instead"
+            )
+        snapshots[partition] = (restored.manifest.offset, restored.blob)
+    if not snapshots:
+        raise ReplayOptionError(f"{state_topic} holds no snapshot of {settings.input_topic}")
+    return LiveState(state_topic, snapshots)
+
+
+def ranges_from(live: LiveState, planned: Mapping[int, tuple[int, int]]) -> Ranges:
+    """``planned`` (from each partition's earliest offset) started where each snapshot
+    stands. ``ReplayOptionError`` if a snapshot stands after its range's end (``--to``)."""
+    ranges: Ranges = {}
+    for partition, (begin, end) in sorted(planned.items()):
+        start = live.offsets.get(partition, begin)
+        if start > end:
+            raise ReplayOptionError(
+                f"the live state of partition {partition} is as of offset {start}, "
+                f"after the range's end ({end})"
+            )
+        # Below the earliest offset after retention: the live service lost those too.
+        ranges[partition] = (max(start, begin), end)
+    return ranges
+
+
+def _partition_count(settings: ServiceSettings, state_topic: str) -> int:
+    consumer = Consumer(
+        {**settings.kafka_common(), "group.id": f"vigil-replay-state-{uuid.uuid4()}"}
+    )
+    try:
+        meta = consumer.list_topics(state_topic, timeout=10).topics.get(state_topic)
+    finally:
+        consumer.close()
+    if meta is None or meta.error is not None:
+        raise ReplayOptionError(f"state topic {state_topic!r} not found")
+    return len(meta.partitions)

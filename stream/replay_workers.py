@@ -93,7 +93,8 @@ class ShareResult:
 
 def _run_share(share: Share, done: Any, results: Any) -> None:
     """A worker: replay the share, report the outcome on ``results`` (a queue); ``done``
-    (a shared array) gets its records so far. Never raises."""
+    (a shared array, two places a worker) gets its warm-up's records so far, then its
+    range's. Never raises."""
     try:
         configure_logging("warning", sys.stderr.buffer)
         settings = share.settings
@@ -101,7 +102,7 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         if share.warm or share.live is not None:
 
             def warming(summary: RunSummary) -> None:
-                done[share.index] = summary.records
+                done[2 * share.index] = summary.records
 
             scorers, warm_up_records = warmed_scorers(
                 settings,
@@ -117,7 +118,7 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
         scores = ScoreParts(share.scores_path) if share.scores_path else None
 
         def count(summary: RunSummary) -> None:
-            done[share.index] = warm_up_records + summary.records
+            done[2 * share.index + 1] = summary.records
 
         summary = run_range(settings, source, sink, scores, count, scorers)
         sink.forward = None  # flushed by the service on its way out; not picklable
@@ -152,6 +153,31 @@ def _loads(
         before = warm.get(partition, (0, 0))
         spans[partition] = (0, end - start + before[1] - before[0] if end > start else 0)
     return spans
+
+
+@dataclass
+class _WorkersProgress:
+    """The progress line of the workers: the warm-up's until one starts its range, then the
+    range's (a worker still warming up counts none of its range yet), each phase's rate
+    over its own time."""
+
+    progress: Progress
+    done: Any  # per worker: warm-up records so far, range records so far
+    warm_total: int
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    range_started: float | None = None
+
+    def show(self) -> None:
+        warmed, replayed = sum(self.done[0::2]), sum(self.done[1::2])
+        now = time.monotonic()
+        if self.warm_total and not replayed:
+            self.progress.show(warmed, self.warm_total, warmed / (now - self.started), "warm-up")
+            return
+        if self.range_started is None:
+            self.range_started = now
+        elapsed = now - self.range_started
+        self.progress.show(replayed, self.total, replayed / elapsed if elapsed else 0.0)
 
 
 def replay_in_workers(
@@ -190,17 +216,18 @@ def replay_in_workers(
         )
         for index, partitions in enumerate(split_partitions(loads, workers))
     ]
-    total = records_in(loads)
+    warm_total, total = records_in(warm), records_in(ranges)
     # Loaded once here, every worker inherits them: not once per worker after the fork.
     warm_up(scoring_config(settings))
     context = multiprocessing.get_context("fork")
-    done: Any = context.Array("q", max(len(shares), 1), lock=False)  # records per worker
+    # Per worker: warm-up records so far, range records so far.
+    done: Any = context.Array("q", max(2 * len(shares), 1), lock=False)
     results: Any = context.Queue()
     processes = [
         context.Process(target=_run_share, args=(share, done, results), name=f"replay-{i}")
         for i, share in enumerate(shares)
     ]
-    started = time.monotonic()
+    shown = _WorkersProgress(progress, done, warm_total, total)
     for process in processes:
         process.start()
     outcomes: dict[int, ShareResult] = {}
@@ -214,8 +241,7 @@ def replay_in_workers(
                         raise ReplayError(
                             f"worker {i} ended (exit code {process.exitcode}) without a result"
                         ) from None
-                records = sum(done[:])
-                progress.show(records, total, records / (time.monotonic() - started))
+                shown.show()
                 continue
             if outcome.error is not None:
                 raise ReplayError(f"worker {outcome.index} failed:\n{outcome.error}")

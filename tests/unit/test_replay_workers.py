@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
 
-from stream.replay_workers import split_partitions
+from stream.replay import Progress
+from stream.replay_workers import _WorkersProgress, split_partitions
 
 
 def test_every_partition_with_records_goes_to_exactly_one_share():
@@ -84,3 +86,25 @@ def test_a_worker_that_dies_without_a_word_is_noticed(monkeypatch):
             _settings(), "127.0.0.1:1", "events", {0: (0, 10)}, 1, ReplaySink("alerts"),
             forward=False, scores_path=None, progress=Progress(None),
         )  # fmt: skip
+
+
+def test_the_progress_line_shows_the_warm_up_until_a_range_starts():
+    out = io.StringIO()
+    progress = Progress(out)
+    done = [0, 0, 0, 0]  # two workers: warm-up records, range records
+    shown = _WorkersProgress(progress, done, warm_total=1_000, total=500)
+
+    def line() -> str:
+        progress._last = 0.0  # as if the last line were long ago
+        shown.show()
+        return out.getvalue().split("\r")[-1]
+
+    done[0], done[2] = 300, 100
+    assert line().startswith("warm-up: 400/1,000 records")
+    done[2], done[3] = 700, 20  # the second worker has started its range, the first has not
+    assert line().startswith("20/500 records")
+    # Without a warm-up, the range from the start.
+    plain = _WorkersProgress(progress, [0, 0, 0, 7], warm_total=0, total=500)
+    progress._last = 0.0
+    plain.show()
+    assert out.getvalue().split("\r")[-1].startswith("7/500 records")

@@ -129,6 +129,8 @@ class BoundedSource:
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
     # Only these partitions (a parallel replay's share); None: all of the topic's.
     partitions: frozenset[int] | None = None
+    # The ranges were planned already (``over``): they must still be what the topic holds.
+    planned: bool = False
     _consumer: Consumer | None = None
     _pending: set[int] = field(default_factory=set)
     _next: dict[int, int] = field(default_factory=dict)  # next offset of each partition
@@ -145,6 +147,7 @@ class BoundedSource:
             start={p: a for p, (a, _) in ranges.items()},
             end={p: b for p, (_, b) in ranges.items()},
             partitions=frozenset(ranges),
+            planned=True,
         )
 
     def subscribe(self, topics: list[str], **kwargs: Any) -> None:
@@ -165,6 +168,8 @@ class BoundedSource:
         self.ranges = resolve_ranges(consumer, self.topic, self.start, self.end)
         if self.partitions is not None:
             self.ranges = {p: r for p, r in self.ranges.items() if p in self.partitions}
+        if self.planned:
+            self._check_still_held()
         todo = [TopicPartition(self.topic, p, a) for p, (a, b) in self.ranges.items() if a < b]
         self._pending = {tp.partition for tp in todo}
         self._next = {p: a for p, (a, _) in self.ranges.items()}
@@ -173,6 +178,22 @@ class BoundedSource:
         on_assign: Callable[..., None] | None = kwargs.get("on_assign")
         if on_assign is not None:
             on_assign(consumer, todo)
+
+    def _check_still_held(self) -> None:
+        """A planned range whose start retention has deleted since it was planned would be
+        raised to the earliest offset now, quietly: a warm-up or a worker's share would then
+        start from other records than the plan's. ``ReplayError`` instead."""
+        assert isinstance(self.start, dict)
+        assert isinstance(self.end, dict)
+        for partition in sorted(self.partitions or ()):
+            wanted = (self.start[partition], self.end[partition])
+            held = self.ranges.get(partition)
+            if wanted[0] < wanted[1] and held != wanted:
+                raise ReplayError(
+                    f"partition {partition} of {self.topic} no longer holds the planned "
+                    f"offsets {wanted[0]}-{wanted[1]} (now {held}): retention deleted records "
+                    "since the replay started; run it again"
+                )
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         assert self._consumer is not None

@@ -1,13 +1,16 @@
-"""A replay's offset ranges stay within what the topic holds now."""
+"""A replay's offset ranges stay within what the topic holds now, or fail if planned ranges no
+longer are."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 
-from stream.topic_reader import resolve_ranges
+import stream.topic_reader as topic_reader
+from stream.topic_reader import BoundedSource, ReplayError, resolve_ranges
 
 # Partition 0 holds offsets [100, 500) (retention removed those below 100), 1 holds [0, 300).
 WATERMARKS = {0: (100, 500), 1: (0, 300)}
@@ -50,3 +53,30 @@ def test_an_end_is_capped_at_the_topic_end_and_never_before_the_start():
     # Offsets given for partition 0 only: partition 1's end is 0, an empty range; and an
     # end below partition 0's earliest offset leaves it empty too, not inverted.
     assert resolve_ranges(CONSUMER, "t", None, {0: 40}) == {0: (100, 100), 1: (0, 0)}
+
+
+class AssignedConsumer(FakeConsumer):
+    def __init__(self, config):
+        self.assigned = None
+
+    def assign(self, partitions):
+        self.assigned = partitions
+
+
+def test_a_planned_range_that_retention_has_cut_since_fails_instead_of_shrinking(monkeypatch):
+    monkeypatch.setattr(topic_reader, "Consumer", AssignedConsumer)
+    # Planned while partition 0 still held offset 60; it now starts at 100.
+    cut = BoundedSource.over("b", "t", {0: (60, 400), 1: (10, 300)})
+    with pytest.raises(ReplayError, match=r"partition 0 of t no longer holds .* 60-400"):
+        cut.subscribe(["t"])
+    # Still held, or empty (nothing to read, nothing lost): read as planned.
+    for ranges in ({0: (100, 400), 1: (10, 300)}, {0: (60, 60), 1: (10, 300)}):
+        source = BoundedSource.over("b", "t", ranges)
+        source.subscribe(["t"])
+        assert {tp.partition: tp.offset for tp in source._consumer.assigned} == {
+            p: a for p, (a, b) in ranges.items() if a < b
+        }
+    # Not planned beforehand (a one-process replay's own bounds): raised, as always.
+    raised = BoundedSource("b", "t", {0: 20, 1: 20}, None)
+    raised.subscribe(["t"])
+    assert raised.ranges == {0: (100, 500), 1: (20, 300)}

@@ -73,7 +73,8 @@ def test_a_planned_range_that_retention_has_cut_since_fails_instead_of_shrinking
     for ranges in ({0: (100, 400), 1: (10, 300)}, {0: (60, 60), 1: (10, 300)}):
         source = BoundedSource.over("b", "t", ranges)
         source.subscribe(["t"])
-        assert {tp.partition: tp.offset for tp in source._consumer.assigned} == {
+        consumer: Any = source._consumer
+        assert {tp.partition: tp.offset for tp in consumer.assigned} == {
             p: a for p, (a, b) in ranges.items() if a < b
         }
     # Not planned beforehand (a one-process replay's own bounds): raised, as always.

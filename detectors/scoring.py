@@ -15,6 +15,7 @@ with the explainer learning in blocks between the alerts it explains).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -342,6 +343,17 @@ class EventScorer:
         if "arrivals" not in state:  # a checkpoint from before arrival tracking
             kinds = getattr(self.config, "arrival_kinds", DEFAULT_ARRIVAL_KINDS)
             self.arrivals = ArrivalTracker(kinds, max_keys=self.config.max_keys)
+
+    def drop_observation_work(self) -> None:
+        """Stop the work whose only reader is the observations topic: the pattern bar (its
+        threshold, and the reasons of the events above it only) and arrival tracking. For
+        a replay, which writes alerts only, of a scorer restored from a live service's
+        snapshot: neither feeds alerts, which stay the same, and the replay runs faster
+        (a replay's own scorers are made without them, ``stream.replay.replay_settings``)."""
+        self.config = dataclasses.replace(self.config, suspicious_quantile=None, arrival_kinds=())
+        self.arrivals = ArrivalTracker((), max_keys=self.config.max_keys)
+        for model in self._models.values():
+            model.suspicion = None
 
     def _model(self, key: str) -> _TypeModel:
         """The model of ``key``: an event type, or an event type and cohort."""

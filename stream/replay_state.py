@@ -60,8 +60,9 @@ class LiveState:
         return LiveState(self.state_topic, kept)
 
     def scorers(self, settings: ServiceSettings) -> Callable[[int], EventScorer]:
-        """Makes each partition's scorer as its snapshot holds it (a fresh one, under
-        ``settings``, for a partition the state topic has none of)."""
+        """Makes each partition's scorer as its snapshot holds it, without the work only
+        observations read (a fresh one, under ``settings``, for a partition the state topic
+        has none of)."""
         fresh = PartitionScorers(scoring_config(settings))
 
         def scorer(partition: int) -> EventScorer:
@@ -69,6 +70,7 @@ class LiveState:
             if found is None:
                 return fresh(partition)
             restored: EventScorer = decode_state(found[1])
+            restored.drop_observation_work()  # as a replay's own scorers are made
             return restored
 
         return scorer

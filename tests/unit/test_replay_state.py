@@ -81,9 +81,12 @@ def test_snapshots_are_read_by_input_partition_with_the_offsets_they_stand_at(
     replaying = replay_settings("b", TOPIC, None, None)
     make = live.only([0, 1]).scorers(replaying)
     restored, fresh = make(0), make(1)
-    # The snapshot's scorer goes on as the live one; partition 1's starts fresh.
+    # The snapshot's scorer goes on as the live one would without its observation-only
+    # work (tests/unit/test_scoring.py); partition 1's starts fresh.
     probe = events[400:]
     from_snapshot = restored.score_batch(probe)
+    learned.drop_observation_work()
+    assert restored.config == learned.config
     assert from_snapshot == learned.score_batch(probe)
     fresh_scores = fresh.score_batch(probe)
     assert fresh_scores == PartitionScorers(scoring_config(replaying))(1).score_batch(probe)

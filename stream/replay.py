@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException, Producer
 
 from detectors.evaluation import evaluate, format_evaluation
 from detectors.scoring import EventScorer
-from stream.kafka_io import producer_config
+from stream.kafka_io import VigilKafkaError, producer_config
 from stream.logs import configure_logging
 from stream.replay_labels import (
     GroundTruth,
@@ -38,7 +38,14 @@ from stream.replay_labels import (
     load_labels,
     scored_event_ids,
 )
-from stream.replay_state import STATE, LiveState, live_settings, ranges_from, read_live_state
+from stream.replay_state import (
+    STATE,
+    LiveState,
+    check_held,
+    live_settings,
+    ranges_from,
+    read_live_state,
+)
 from stream.replay_warm_up import EARLIEST, warm_up_ranges, warmed_scorers
 from stream.score_tap import ScoreParts, tapped
 from stream.scores import InputError
@@ -357,21 +364,24 @@ def _replay(
     warm: dict[int, tuple[int, int]] = {}
     live_state: LiveState | None = None
     try:
-        planned = (
-            None
-            if args.workers == 1 and args.warm_up is None
-            else plan_ranges(args.bootstrap, args.topic, start, end)
-        )
+        planned: dict[int, tuple[int, int]] | None
         if live_config is not None:  # --warm-up-from state
-            assert planned is not None
-            live_state = read_live_state(live_config, planned)
+            # The snapshots first: the range's end is fixed after them, so none is past it.
+            live_state = read_live_state(live_config)
+            held = plan_ranges(args.bootstrap, args.topic, None, end)
+            check_held(live_state, held)
             if start is None:  # the range starts where the snapshots stand
-                planned = ranges_from(live_state, planned)
+                planned = ranges_from(live_state, held)
             else:
+                planned = plan_ranges(args.bootstrap, args.topic, start, end)
                 warm = warm_up_ranges(
                     args.bootstrap, args.topic, live_state.offsets, planned, "the live state"
                 )
-        elif args.warm_up is not None:
+        elif args.workers == 1 and args.warm_up is None:
+            planned = None
+        else:
+            planned = plan_ranges(args.bootstrap, args.topic, start, end)
+        if args.warm_up is not None and live_config is None:
             assert planned is not None
             warm = warm_up_ranges(args.bootstrap, args.topic, warm_bound, planned)
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
@@ -427,6 +437,9 @@ def _replay(
     except ReplayError as exc:
         print(f"\nvigil replay: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ReplayOptionError) else 1
+    except (KafkaException, VigilKafkaError, TimeoutError) as exc:  # the broker's failure
+        print(f"\nvigil replay: {exc}", file=sys.stderr)
+        return 1
     finally:
         if scores is not None and not finished:
             scores.discard()
@@ -438,9 +451,9 @@ def _replay(
     alerts = sink.alerts
     per_day = Counter(a["occurred_at"][:10] for a in alerts)
     if live_state is not None:
-        stands = ",".join(f"{p}:{o}" for p, o in live_state.offsets.items())
+        stands = live_state.describe(ranges)
         print(f"state     the snapshots in {live_state.state_topic}, as of {stands}")
-    if args.warm_up is not None:
+    if warm:
         print(f"warm-up   {run.warm_up_records:,} records before the range, outputs dropped")
     print(f"records   {run.records:,} ({run.records_per_s:,.0f}/s)")
     print(f"events    {run.events:,}  dead letters {run.dead_letters:,}")

@@ -15,7 +15,9 @@ fingerprint, as the live service checks on restore): state made under other dete
 thresholds would score the range as neither configuration would.
 
 A partition the state topic has no snapshot of starts from the partition's earliest record
-with fresh state, as the live service does on its first start.
+with fresh state, as the live service does on its first start. A snapshot older than the
+earliest record retention left is refused: the live service read the records retention
+deleted since, and the replay cannot.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ class LiveState:
     """The latest snapshot of each input partition the state topic has one of."""
 
     state_topic: str
-    # By input partition: the next offset the state has not seen, and the pickled scorer.
-    snapshots: Mapping[int, tuple[int, bytes]]
+    # By input partition: the next offset the state has not seen, and the scorer restored
+    # from the snapshot (decoded when read, so that a snapshot this build cannot read fails
+    # the replay before it starts; workers inherit them when forked).
+    snapshots: Mapping[int, tuple[int, EventScorer]]
 
     @property
     def offsets(self) -> dict[int, int]:
@@ -60,20 +64,26 @@ class LiveState:
         return LiveState(self.state_topic, kept)
 
     def scorers(self, settings: ServiceSettings) -> Callable[[int], EventScorer]:
-        """Makes each partition's scorer as its snapshot holds it, without the work only
-        observations read (a fresh one, under ``settings``, for a partition the state topic
-        has none of)."""
+        """Makes each partition's scorer: its snapshot's (each handed out once, by the
+        caller's warm-up), or a fresh one under ``settings`` for a partition the state topic
+        has none of."""
         fresh = PartitionScorers(scoring_config(settings))
 
         def scorer(partition: int) -> EventScorer:
             found = self.snapshots.get(partition)
-            if found is None:
-                return fresh(partition)
-            restored: EventScorer = decode_state(found[1])
-            restored.drop_observation_work()  # as a replay's own scorers are made
-            return restored
+            return fresh(partition) if found is None else found[1]
 
         return scorer
+
+    def describe(self, partitions: Iterable[int]) -> str:
+        """Where the snapshots stand, and which of ``partitions`` have none."""
+        offsets = self.offsets
+        text = ",".join(f"{p}:{o}" for p, o in offsets.items())
+        missing = sorted(set(partitions) - set(offsets))
+        if missing:
+            listed = ",".join(map(str, missing))
+            text += f"; none of partition {listed} (from its earliest record, fresh)"
+        return text
 
 
 def live_settings(
@@ -88,33 +98,34 @@ def live_settings(
     try:
         return load_settings(given, config_file=config)
     except ConfigError as exc:
-        if "'group'" not in str(exc):
+        # Only a group that is not set at all: a bad one is the config's error, as it is.
+        if "setting 'group' (default)" not in str(exc):
             raise
-        if state_topic is None:
-            raise ReplayOptionError(
-                "--warm-up-from state needs the live service's state topic: --state-topic, "
-                "or a --config (or VIGIL_GROUP) that names its group"
-            ) from None
-    # The state topic is named: the group matters to nothing else here.
-    return load_settings(given | {"group": "vigil-replay"}, config_file=config)
+    # A live service given its group on its command line: its config may still name the
+    # state topic, and the group matters to nothing else here.
+    named = load_settings(given | {"group": "vigil-replay"}, config_file=config)
+    if named.state_topic is None:
+        raise ReplayOptionError(
+            "--warm-up-from state needs the live service's state topic: --state-topic, or a "
+            "--config (or VIGIL_GROUP) that names its group or its state_topic"
+        )
+    return named
 
 
-def read_live_state(
-    settings: ServiceSettings, partitions: Iterable[int], timeout_s: float = 60.0
-) -> LiveState:
-    """The latest snapshot of each of ``partitions`` of ``settings.input_topic`` in the
-    state topic. ``ReplayOptionError`` if the state topic does not exist, holds no snapshot
-    of the topic, or holds one made under another scoring configuration; ``ReplayError``
-    if a snapshot is unreadable."""
+def read_live_state(settings: ServiceSettings) -> LiveState:
+    """The latest snapshot of each partition of ``settings.input_topic`` in the state
+    topic, decoded, without the work only observations read (as a replay's own scorers are
+    made: ``EventScorer.drop_observation_work``). ``ReplayOptionError`` if the state topic
+    does not exist, holds no snapshot of the topic, or one made under another scoring
+    configuration; ``ReplayError`` if a snapshot cannot be read."""
     state_topic = settings.state_topic_name
     count = _partition_count(settings, state_topic)
     expected = fingerprint(scoring_config(settings))
-    snapshots: dict[int, tuple[int, bytes]] = {}
-    for partition in sorted(partitions):
-        if partition >= count:  # input partition p checkpoints to state partition p
-            continue
+    snapshots: dict[int, tuple[int, EventScorer]] = {}
+    # Input partition p checkpoints to state partition p.
+    for partition in range(count):
         try:
-            found = read_state_partition(settings, partition, timeout_s)
+            found = read_state_partition(settings, partition, settings.restore_timeout_s)
         except VigilKafkaError as exc:
             raise ReplayError(f"reading {state_topic}: {exc}") from exc
         try:
@@ -128,29 +139,58 @@ def read_live_state(
         if restored.manifest.fingerprint != expected:
             raise ReplayOptionError(
                 f"the snapshot of partition {partition} in {state_topic} was made under "
-                "another scoring configuration than this replay's (--config and the VIGIL_* "
-                "environment must be the live service's); to replay another configuration, "
-                "warm up from earliest instead"
+                "another scoring configuration than this replay's: --config and the VIGIL_* "
+                "environment must be the live service's (if they are, it has not snapshotted "
+                "since its configuration changed); to replay another configuration, warm up "
+                "from earliest instead"
             )
-        snapshots[partition] = (restored.manifest.offset, restored.blob)
+        try:
+            scorer: EventScorer = decode_state(restored.blob)
+            scorer.drop_observation_work()
+        except Exception as exc:  # unpickling runs whatever the pickle names
+            raise ReplayError(
+                f"the snapshot of partition {partition} in {state_topic} cannot be read by "
+                f"this build: {type(exc).__name__}: {exc}"
+            ) from exc
+        snapshots[partition] = (restored.manifest.offset, scorer)
     if not snapshots:
-        raise ReplayOptionError(f"{state_topic} holds no snapshot of {settings.input_topic}")
+        raise ReplayOptionError(
+            f"{state_topic} holds no snapshot of {settings.input_topic} (the live service "
+            f"snapshots every {settings.checkpoint_every:,} records of a partition and when it "
+            "stops)"
+        )
     return LiveState(state_topic, snapshots)
 
 
-def ranges_from(live: LiveState, planned: Mapping[int, tuple[int, int]]) -> Ranges:
-    """``planned`` (from each partition's earliest offset) started where each snapshot
-    stands. ``ReplayOptionError`` if a snapshot stands after its range's end (``--to``)."""
+def check_held(live: LiveState, held: Mapping[int, tuple[int, int]]) -> None:
+    """``ReplayOptionError`` if a snapshot stands before the earliest offset the topic
+    still holds (``held``: each partition's [earliest, end)): retention deleted records the
+    live service read after it, and a replay from it would skip them, giving other alerts."""
+    for partition, offset in live.offsets.items():
+        earliest = held.get(partition, (offset, offset))[0]
+        if offset < earliest:
+            raise ReplayOptionError(
+                f"the live state of partition {partition} is as of offset {offset}, but "
+                f"retention has deleted the records before {earliest}: warm up from earliest"
+            )
+
+
+def ranges_from(live: LiveState, held: Mapping[int, tuple[int, int]]) -> Ranges:
+    """``held`` ([earliest, end) of each partition) started where each snapshot stands.
+    ``ReplayOptionError`` if a snapshot stands after its range's end (``--to``); a
+    partition with nothing to read stays so."""
     ranges: Ranges = {}
-    for partition, (begin, end) in sorted(planned.items()):
+    for partition, (begin, end) in sorted(held.items()):
         start = live.offsets.get(partition, begin)
-        if start > end:
+        if begin == end:  # not to be read (left out of --to's offsets, or empty)
+            ranges[partition] = (begin, end)
+        elif start > end:
             raise ReplayOptionError(
                 f"the live state of partition {partition} is as of offset {start}, "
                 f"after the range's end ({end})"
             )
-        # Below the earliest offset after retention: the live service lost those too.
-        ranges[partition] = (max(start, begin), end)
+        else:
+            ranges[partition] = (max(start, begin), end)
     return ranges
 
 

@@ -17,7 +17,7 @@ from stream.review import make_label, truth_verdict
 from stream.topic_reader import BoundedSource, committed_offsets, read_topic
 from stream.traffic.generator import TrafficConfig, generate, label_line
 from stream.traffic.sinks import produce_to_kafka
-from tests.integration.service_runner import ROOT, TEST_ENV, run_service
+from tests.integration.service_runner import ROOT, TEST_ENV, ServiceProcess, run_service
 
 pytestmark = pytest.mark.integration
 
@@ -161,12 +161,22 @@ def test_a_replay_from_the_live_state_gives_the_alerts_the_live_service_goes_on_
     group = unique_name("group")
     config = tmp_path / "live.toml"
     config.write_text(f'group = "{group}"\n')
-    # The live service runs over the first part and stops, leaving its snapshots.
+    # The live service runs over the first part, snapshotting every 1,000 records of a
+    # partition, and is killed once it has committed it all: its snapshots stand behind its
+    # committed offsets, as a running service's do.
     produce_to_kafka(iter(records[:7_000]), kafka_bootstrap, topics["input"])
-    first = run_service(kafka_bootstrap, topics, group)
-    assert first.returncode == 0, first.stderr[-3000:]
-    stands = committed_offsets(kafka_bootstrap, group, topics["input"])
-    assert sum(stands.values()) == 7_000
+    service = ServiceProcess(
+        kafka_bootstrap, topics, group,
+        extra_env={"VIGIL_CHECKPOINT_EVERY": "1000", "VIGIL_BATCH_SIZE": "300"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while sum(committed_offsets(kafka_bootstrap, group, topics["input"]).values()) < 7_000:
+            assert time.monotonic() < deadline, service.log_tail()
+            time.sleep(0.5)
+    finally:
+        service.kill()
+    committed = committed_offsets(kafka_bootstrap, group, topics["input"])
     produce_to_kafka(iter(records[7_000:]), kafka_bootstrap, topics["input"])
 
     # From the snapshots to the end, in one process or several, before the live service
@@ -179,9 +189,15 @@ def test_a_replay_from_the_live_state_gives_the_alerts_the_live_service_goes_on_
             "--output", str(output), "--workers", workers,
         )  # fmt: skip
         assert replay.returncode == 0, replay.stderr[-3000:] + replay.stdout[-3000:]
-        offsets = ",".join(f"{p}:{o}" for p, o in sorted(stands.items()))
-        assert f"the snapshots in {group}.state, as of {offsets}" in replay.stdout
-        assert "records   5,000 " in replay.stdout
+        prefix = f"state     the snapshots in {group}.state, as of "
+        (line,) = [x for x in replay.stdout.splitlines() if x.startswith(prefix)]
+        offsets = line.removeprefix(prefix)
+        stands = {int(p): int(o) for p, o in (x.split(":") for x in offsets.split(","))}
+        assert sorted(stands) == [0, 1, 2]
+        assert all(stands[p] <= committed[p] for p in stands)
+        assert sum(stands.values()) < 7_000  # behind the commits: a killed service's
+        assert f"records   {12_000 - sum(stands.values()):,} " in replay.stdout
+        assert "warm-up" not in replay.stdout  # nothing to warm up: the range starts there
         files.append(output.read_bytes())
     assert files[0] == files[1]
     replayed = [orjson.loads(line) for line in files[0].splitlines()]
@@ -202,6 +218,7 @@ def test_a_replay_from_the_live_state_gives_the_alerts_the_live_service_goes_on_
     )  # fmt: skip
     assert warmed.returncode == 0, warmed.stderr[-3000:]
     assert "warm-up   1,500 records before the range" in warmed.stdout
+    assert f"as of {offsets}" in warmed.stdout
     # A range before the snapshots, or a configuration the live service did not run, is
     # refused: neither can start from them.
     early = _replay(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from stream.replay import _check_writable
+from stream.replay import _check_writable, replay_cli
 from stream.topic_reader import ReplayError
 
 
@@ -16,3 +18,27 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_replay(tmp_path)
         _check_writable(tmp_path / "missing" / "alerts.jsonl")
     with pytest.raises(ReplayError, match="is a directory"):
         _check_writable(tmp_path)
+
+
+def _cli(tmp_path: Path, *options: str) -> int:
+    # No broker at this address: every case here is decided before one is asked.
+    output = str(tmp_path / "a.jsonl")
+    return replay_cli(["--bootstrap", "127.0.0.1:9", "--topic", "t", "--output", output, *options])
+
+
+def test_the_warm_up_options_are_checked_before_anything_is_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("VIGIL_GROUP", raising=False)
+    monkeypatch.delenv("VIGIL_STATE_TOPIC", raising=False)
+    monkeypatch.delenv("VIGIL_CONFIG", raising=False)
+    assert _cli(tmp_path, "--state-topic", "s") == 2
+    assert "--state-topic needs --warm-up-from state" in capsys.readouterr().err
+    assert _cli(tmp_path, "--warm-up-from", "earliest") == 2
+    assert "--warm-up-from needs --from" in capsys.readouterr().err
+    assert _cli(tmp_path, "--warm-up-from", "state") == 2  # no group, no state topic
+    assert "needs the live service's state topic" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("n_trees = 0\n")
+    assert (
+        _cli(tmp_path, "--warm-up-from", "state", "--state-topic", "s", "--config", str(bad)) == 2
+    )
+    assert "setting 'n_trees'" in capsys.readouterr().err

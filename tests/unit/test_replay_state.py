@@ -13,8 +13,15 @@ import pytest
 import stream.replay_state as replay_state
 from stream.checkpoint import SnapshotAssembler, SnapshotWriter, encode_state, fingerprint
 from stream.replay import replay_settings
-from stream.replay_state import LiveState, live_settings, ranges_from, read_live_state
+from stream.replay_state import (
+    LiveState,
+    check_held,
+    live_settings,
+    ranges_from,
+    read_live_state,
+)
 from stream.service import PartitionScorers, scoring_config
+from stream.settings import ConfigError
 from stream.topic_reader import ReplayError, ReplayOptionError
 from stream.traffic.generator import TrafficConfig, generate
 
@@ -47,20 +54,26 @@ def _read_from(monkeypatch, found: dict[int, SnapshotAssembler], partitions: int
     )
 
 
-def test_the_state_topic_is_the_live_services_not_the_replays(tmp_path):
+def test_the_state_topic_is_the_live_services(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIGIL_GROUP", raising=False)
+    monkeypatch.delenv("VIGIL_STATE_TOPIC", raising=False)
     assert _live(tmp_path).state_topic_name == "shop.state"
     named = _live(tmp_path, 'group = "shop"\nstate_topic = "shop-snapshots"\n')
     assert named.state_topic_name == "shop-snapshots"
+    # A live service given its group on its command line, its state topic in its config.
+    assert _live(tmp_path, 'state_topic = "snaps"\n').state_topic_name == "snaps"
     assert live_settings("b", TOPIC, None, "given").state_topic_name == "given"
-    # The replay itself runs as a group of its own, whose state topic is not the live one.
-    assert replay_settings("b", TOPIC, None, None).state_topic_name != "shop.state"
 
 
 def test_without_a_group_or_a_state_topic_the_option_says_what_it_needs(tmp_path, monkeypatch):
     monkeypatch.delenv("VIGIL_GROUP", raising=False)
     monkeypatch.delenv("VIGIL_CONFIG", raising=False)
+    monkeypatch.delenv("VIGIL_STATE_TOPIC", raising=False)
     with pytest.raises(ReplayOptionError, match=r"--state-topic, or a --config"):
         live_settings("b", TOPIC, None, None)
+    # A group that is set but bad is the config's own error, named as such.
+    with pytest.raises(ConfigError, match=r"setting 'group' \(file"):
+        _live(tmp_path, 'group = ""\n')
 
 
 def test_snapshots_are_read_by_input_partition_with_the_offsets_they_stand_at(
@@ -72,11 +85,16 @@ def test_snapshots_are_read_by_input_partition_with_the_offsets_they_stand_at(
     events = [orjson.loads(r.value) for r in generate(TrafficConfig(events=600, seed=3))]
     learned = scorers(0)
     learned.score_batch(events[:400])
-    # Partition 1 has none; partition 3 is beyond the state topic's partitions.
-    _read_from(monkeypatch, _state_topic({0: (400, fp, encode_state(learned)), 2: (0, fp, b"x")}))
-    live = read_live_state(settings, [0, 1, 2, 3])
+    # Partition 1 has none; the state topic has a fourth partition, without any either.
+    blob = encode_state(learned)
+    found = _state_topic({0: (400, fp, blob), 2: (0, fp, encode_state(scorers(2)))})
+    _read_from(monkeypatch, found, partitions=4)
+    live = read_live_state(settings)
     assert live.state_topic == "shop.state"
     assert live.offsets == {0: 400, 2: 0}
+    assert live.describe([0, 1, 2, 3]) == (
+        "0:400,2:0; none of partition 1,3 (from its earliest record, fresh)"
+    )
 
     replaying = replay_settings("b", TOPIC, None, None)
     make = live.only([0, 1]).scorers(replaying)
@@ -100,28 +118,40 @@ def test_a_snapshot_of_another_configuration_or_none_at_all_is_refused(tmp_path,
     with pytest.raises(
         ReplayOptionError, match=r"partition 1 in shop\.state was made under another"
     ):
-        read_live_state(settings, [0, 1, 2])
+        read_live_state(settings)
     _read_from(monkeypatch, {})
     with pytest.raises(ReplayOptionError, match=r"shop\.state holds no snapshot of events"):
-        read_live_state(settings, [0, 1, 2])
+        read_live_state(settings)
 
 
-def test_a_damaged_snapshot_fails_the_replay(tmp_path, monkeypatch):
+def test_a_damaged_or_unreadable_snapshot_fails_the_replay(tmp_path, monkeypatch):
     settings = _live(tmp_path)
-    found = _state_topic({0: (10, fingerprint(scoring_config(settings)), b"x" * 10)})
-    found[0].add(
-        b"events/0/1/000000", b"\x00" * 7 + b"\x01" + b"tampered"
-    )  # the chunk of generation 1
+    fp = fingerprint(scoring_config(settings))
+    found = _state_topic({0: (10, fp, b"x" * 10)})
+    found[0].add(b"events/0/1/000000", b"\x00" * 7 + b"\x01" + b"tampered")  # generation 1
     _read_from(monkeypatch, found)
     with pytest.raises(ReplayError, match=r"partition 0 in shop\.state: generation 1 fails"):
-        read_live_state(settings, [0])
+        read_live_state(settings)
+    # Intact, but not a state this build can unpickle.
+    _read_from(monkeypatch, _state_topic({0: (10, fp, b"not zlib")}))
+    with pytest.raises(ReplayError, match=r"partition 0 in shop\.state cannot be read by this"):
+        read_live_state(settings)
 
 
 def test_ranges_start_where_the_snapshots_stand():
-    live = LiveState("s", {0: (40, b""), 2: (3, b"")})
+    nothing: Any = None  # the scorers play no part here
+    live = LiveState("s", {0: (40, nothing), 2: (5, nothing), 3: (9, nothing)})
     # Partition 1 has no snapshot: from its earliest, as the live service's first start.
-    # Partition 2's snapshot is older than the earliest record retention left (5).
-    planned = {0: (0, 100), 1: (7, 50), 2: (5, 60)}
-    assert ranges_from(live, planned) == {0: (40, 100), 1: (7, 50), 2: (5, 60)}
+    # Partition 3 is not to be read (left out of --to's offsets): it stays empty.
+    held = {0: (0, 100), 1: (7, 50), 2: (5, 60), 3: (2, 2)}
+    assert ranges_from(live, held) == {0: (40, 100), 1: (7, 50), 2: (5, 60), 3: (2, 2)}
     with pytest.raises(ReplayOptionError, match=r"partition 0 is as of offset 40, after .* \(30\)"):
         ranges_from(live, {0: (0, 30)})
+
+
+def test_a_snapshot_older_than_what_retention_left_is_refused():
+    nothing: Any = None
+    live = LiveState("s", {0: (40, nothing), 1: (3, nothing)})
+    check_held(live, {0: (40, 100), 1: (0, 50), 2: (9, 9)})  # all still held
+    with pytest.raises(ReplayOptionError, match=r"partition 1 is as of offset 3, but retention"):
+        check_held(live, {0: (0, 100), 1: (5, 50)})

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from detectors.evaluation import evaluate, format_evaluation
 from detectors.scoring import EventScorer
@@ -438,7 +438,9 @@ def _replay(
         print(f"\nvigil replay: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ReplayOptionError) else 1
     except (KafkaException, VigilKafkaError, TimeoutError) as exc:  # the broker's failure
-        print(f"\nvigil replay: {exc}", file=sys.stderr)
+        error = exc.args[0] if exc.args else exc
+        detail = error.str() if isinstance(error, KafkaError) else str(exc)
+        print(f"\nvigil replay: Kafka at {args.bootstrap}: {detail}", file=sys.stderr)
         return 1
     finally:
         if scores is not None and not finished:

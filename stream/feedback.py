@@ -81,7 +81,9 @@ class TopicFollower:
         while len(self._at_end) < len(self._partitions):
             if time.monotonic() > deadline:
                 raise VigilKafkaError(f"topic {self.topic!r} not read to its end in time")
-            yield from self._read(timeout_s=0.5)
+            # A short wait: consume() returns at its timeout unless 1,000 records came, so
+            # at 0.5 s the end of a small topic was seen a second after its last record.
+            yield from self._read(timeout_s=0.05)
 
     def poll(self) -> Iterator[dict[str, Any]]:
         """What arrived since the last call; never waits."""

@@ -138,6 +138,9 @@ def read_state_partition(
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 64 * 1024 * 1024,
+        # The broker answers a fetch at the end of the partition after this wait (500 ms by
+        # default): the end-of-partition event came a second after the last record.
+        "fetch.wait.max.ms": 10,
     }
     config.update(settings.kafka_common())
     consumer = Consumer(config)
@@ -149,7 +152,10 @@ def read_state_partition(
         consumer.assign([TopicPartition(settings.state_topic_name, partition, low)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
+            # A short wait: a consume() returns when it has all it asked for or at its
+            # timeout, and a state partition holds a few chunks (and transaction markers,
+            # which take offsets but come as no message), so it is the timeout that ends it.
+            for msg in consumer.consume(1000, 0.05):
                 error = msg.error()
                 if error is None:
                     found.add(msg.key(), msg.value())

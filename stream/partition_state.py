@@ -100,6 +100,8 @@ def resume(
     """
     if read is None:
         return Resumed(PartitionState(topic, partition, fresh(partition)), None, 0)
+    # The restore's time counts from here: reading and decoding the snapshot are most of it.
+    began = time.monotonic()
     found = read(partition)
     writer = SnapshotWriter.resume(topic, partition, fingerprint, found)
     restored = None
@@ -130,6 +132,6 @@ def resume(
         writer,
         next_offset=start,
         replay_until=max(committed, start),
-        restoring_since=time.monotonic(),
+        restoring_since=began,
     )
     return Resumed(state, start, size)

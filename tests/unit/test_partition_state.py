@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from detectors.scoring import EventScorer, ScoringConfig
@@ -99,3 +100,20 @@ def test_take_says_which_records_replay_silently_up_to_the_committed_offset():
     state = resumed.state
     assert [state.take(offset) for offset in range(5)] == [True, True, True, False, False]
     assert state.caught_up
+
+
+def test_the_restore_time_counts_the_snapshots_read():
+    # The restore-time metric runs from restoring_since: reading the state partition and
+    # unpickling the snapshot are most of a restore, so it starts before them.
+    read_at = []
+    topic = topic_with(80, fresh(0))
+
+    def read(partition: int) -> SnapshotAssembler:
+        read_at.append(time.monotonic())
+        return topic(partition)
+
+    resumed = resume(
+        TOPIC, 0, fresh=fresh, fingerprint="fp", read=read, committed=100, low_watermark=0
+    )
+    assert resumed.state.restoring_since is not None
+    assert resumed.state.restoring_since <= read_at[0]

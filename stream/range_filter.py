@@ -3,8 +3,9 @@
 A replay reads [start, end) of each partition, so each poll's messages are sorted here:
 those inside a range are kept, those past its end dropped, and the positions this reveals
 (an end-of-partition event, a record at a range's last offset) are reported, for the
-reader to finish those partitions. Consumer errors other than end-of-partition are kept,
-for the service to judge.
+reader to finish those partitions. A partition whose next offset is gone (retention deleted
+it while the replay read) is reported too, for the reader to fail the replay. Other
+consumer errors are kept, for the service to judge.
 
 Its own module because it runs for every record of a replay and is compiled with mypyc
 (setup.py); the reader's bookkeeping around it stays in topic_reader.py.
@@ -17,6 +18,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 _PARTITION_EOF = KafkaError._PARTITION_EOF
+# With auto.offset.reset "error": the consumer's offset is out of range.
+_OFFSET_GONE = KafkaError._AUTO_OFFSET_RESET
 
 
 class Filtered:
@@ -29,6 +32,8 @@ class Filtered:
         self.ends_seen: list[tuple[int, int]] = []
         # Partitions whose range's last offset was read, in order.
         self.completed: list[int] = []
+        # Partitions whose next offset the topic no longer holds, with librdkafka's words.
+        self.gone: list[tuple[int, str]] = []
 
 
 def filter_to_ranges(
@@ -44,6 +49,9 @@ def filter_to_ranges(
         if error is not None and error.code() == _PARTITION_EOF:
             if partition is not None and offset is not None:
                 done.ends_seen.append((partition, offset))
+            continue
+        if error is not None and error.code() == _OFFSET_GONE:
+            done.gone.append((-1 if partition is None else partition, error.str()))
             continue
         if partition is None or offset is None or error is not None:
             done.kept.append(msg)

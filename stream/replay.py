@@ -369,11 +369,12 @@ def _replay(
             # The snapshots first: the range's end is fixed after them, so none is past it.
             live_state = read_live_state(live_config)
             held = plan_ranges(args.bootstrap, args.topic, None, end)
-            check_held(live_state, held)
             if start is None:  # the range starts where the snapshots stand
                 planned = ranges_from(live_state, held)
             else:
                 planned = plan_ranges(args.bootstrap, args.topic, start, end)
+            check_held(live_state, held, planned)
+            if start is not None:
                 warm = warm_up_ranges(
                     args.bootstrap, args.topic, live_state.offsets, planned, "the live state"
                 )
@@ -438,9 +439,7 @@ def _replay(
         print(f"\nvigil replay: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ReplayOptionError) else 1
     except (KafkaException, VigilKafkaError, TimeoutError) as exc:  # the broker's failure
-        error = exc.args[0] if exc.args else exc
-        detail = error.str() if isinstance(error, KafkaError) else str(exc)
-        print(f"\nvigil replay: Kafka at {args.bootstrap}: {detail}", file=sys.stderr)
+        print(f"\nvigil replay: {kafka_failure(args.bootstrap, exc)}", file=sys.stderr)
         return 1
     finally:
         if scores is not None and not finished:
@@ -455,7 +454,7 @@ def _replay(
     if live_state is not None:
         stands = live_state.describe(ranges)
         print(f"state     the snapshots in {live_state.state_topic}, as of {stands}")
-    if warm:
+    if records_in(warm):
         print(f"warm-up   {run.warm_up_records:,} records before the range, outputs dropped")
     print(f"records   {run.records:,} ({run.records_per_s:,.0f}/s)")
     print(f"events    {run.events:,}  dead letters {run.dead_letters:,}")
@@ -487,6 +486,13 @@ def _replay(
         print(f"compared with {args.compare_with}: {len(differences)} differences")
         return 1 if differences else 0
     return 0
+
+
+def kafka_failure(bootstrap: str, exc: BaseException) -> str:
+    """What a Kafka client's failure says, without the ``KafkaError{...}`` wrapping."""
+    error = exc.args[0] if exc.args else exc
+    detail = error.str() if isinstance(error, KafkaError) else str(exc)
+    return f"Kafka at {bootstrap}: {detail}"
 
 
 def _check_writable(path: Path) -> None:

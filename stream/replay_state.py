@@ -47,10 +47,10 @@ class LiveState:
     """The latest snapshot of each input partition the state topic has one of."""
 
     state_topic: str
-    # By input partition: the next offset the state has not seen, and the scorer restored
-    # from the snapshot (decoded when read, so that a snapshot this build cannot read fails
-    # the replay before it starts; workers inherit them when forked).
-    snapshots: Mapping[int, tuple[int, EventScorer]]
+    # By input partition: the next offset the state has not seen, and the snapshot as
+    # stored (compressed: decoded only for a partition the replay reads, by the process
+    # that reads it, a worker's own, so no process holds every partition's state).
+    snapshots: Mapping[int, tuple[int, bytes]]
 
     @property
     def offsets(self) -> dict[int, int]:
@@ -64,22 +64,34 @@ class LiveState:
         return LiveState(self.state_topic, kept)
 
     def scorers(self, settings: ServiceSettings) -> Callable[[int], EventScorer]:
-        """Makes each partition's scorer: its snapshot's (each handed out once, by the
-        caller's warm-up), or a fresh one under ``settings`` for a partition the state topic
-        has none of."""
+        """Makes each partition's scorer: its snapshot's, without the work only observations
+        read (as a replay's own scorers are made: ``EventScorer.drop_observation_work``),
+        or a fresh one under ``settings`` for a partition the state topic has none of.
+        ``ReplayError`` for a snapshot this build cannot read."""
         fresh = PartitionScorers(scoring_config(settings))
 
         def scorer(partition: int) -> EventScorer:
             found = self.snapshots.get(partition)
-            return fresh(partition) if found is None else found[1]
+            if found is None:
+                return fresh(partition)
+            try:
+                restored: EventScorer = decode_state(found[1])
+                restored.drop_observation_work()
+            except Exception as exc:  # unpickling runs whatever the pickle names
+                raise ReplayError(
+                    f"the snapshot of partition {partition} in {self.state_topic} cannot be "
+                    f"read by this build: {type(exc).__name__}: {exc}"
+                ) from exc
+            return restored
 
         return scorer
 
-    def describe(self, partitions: Iterable[int]) -> str:
-        """Where the snapshots stand, and which of ``partitions`` have none."""
+    def describe(self, ranges: Mapping[int, tuple[int, int]]) -> str:
+        """Where the snapshots stand, and which partitions with records in ``ranges`` have
+        none."""
         offsets = self.offsets
         text = ",".join(f"{p}:{o}" for p, o in offsets.items())
-        missing = sorted(set(partitions) - set(offsets))
+        missing = sorted({p for p, (a, b) in ranges.items() if a < b} - set(offsets))
         if missing:
             listed = ",".join(map(str, missing))
             text += f"; none of partition {listed} (from its earliest record, fresh)"
@@ -114,14 +126,13 @@ def live_settings(
 
 def read_live_state(settings: ServiceSettings) -> LiveState:
     """The latest snapshot of each partition of ``settings.input_topic`` in the state
-    topic, decoded, without the work only observations read (as a replay's own scorers are
-    made: ``EventScorer.drop_observation_work``). ``ReplayOptionError`` if the state topic
-    does not exist, holds no snapshot of the topic, or one made under another scoring
-    configuration; ``ReplayError`` if a snapshot cannot be read."""
+    topic. ``ReplayOptionError`` if the state topic does not exist, holds no snapshot of the
+    topic, or one made under another scoring configuration; ``ReplayError`` if a snapshot
+    is incomplete or corrupt."""
     state_topic = settings.state_topic_name
     count = _partition_count(settings, state_topic)
     expected = fingerprint(scoring_config(settings))
-    snapshots: dict[int, tuple[int, EventScorer]] = {}
+    snapshots: dict[int, tuple[int, bytes]] = {}
     # Input partition p checkpoints to state partition p.
     for partition in range(count):
         try:
@@ -144,15 +155,7 @@ def read_live_state(settings: ServiceSettings) -> LiveState:
                 "since its configuration changed); to replay another configuration, warm up "
                 "from earliest instead"
             )
-        try:
-            scorer: EventScorer = decode_state(restored.blob)
-            scorer.drop_observation_work()
-        except Exception as exc:  # unpickling runs whatever the pickle names
-            raise ReplayError(
-                f"the snapshot of partition {partition} in {state_topic} cannot be read by "
-                f"this build: {type(exc).__name__}: {exc}"
-            ) from exc
-        snapshots[partition] = (restored.manifest.offset, scorer)
+        snapshots[partition] = (restored.manifest.offset, restored.blob)
     if not snapshots:
         raise ReplayOptionError(
             f"{state_topic} holds no snapshot of {settings.input_topic} (the live service "
@@ -162,16 +165,22 @@ def read_live_state(settings: ServiceSettings) -> LiveState:
     return LiveState(state_topic, snapshots)
 
 
-def check_held(live: LiveState, held: Mapping[int, tuple[int, int]]) -> None:
-    """``ReplayOptionError`` if a snapshot stands before the earliest offset the topic
-    still holds (``held``: each partition's [earliest, end)): retention deleted records the
-    live service read after it, and a replay from it would skip them, giving other alerts."""
+def check_held(
+    live: LiveState, held: Mapping[int, tuple[int, int]], ranges: Mapping[int, tuple[int, int]]
+) -> None:
+    """``ReplayOptionError`` if the snapshot of a partition with records in ``ranges``
+    stands before the earliest offset the topic still holds (``held``: each partition's
+    [earliest, end)): retention deleted records the live service read after it, and a
+    replay from it would skip them, giving other alerts. A partition the replay does not
+    read (a quiet one's snapshot may well be that old) does not matter."""
     for partition, offset in live.offsets.items():
+        begin, end = ranges.get(partition, (0, 0))
         earliest = held.get(partition, (offset, offset))[0]
-        if offset < earliest:
+        if begin < end and offset < earliest:
             raise ReplayOptionError(
                 f"the live state of partition {partition} is as of offset {offset}, but "
-                f"retention has deleted the records before {earliest}: warm up from earliest"
+                f"retention has deleted the records before {earliest}, which the live "
+                "service read after it: no replay can start from it"
             )
 
 

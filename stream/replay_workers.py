@@ -23,18 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from detectors.scoring import warm_up
-from stream.kafka_io import producer_config
+from stream.kafka_io import VigilKafkaError, producer_config
 from stream.logs import configure_logging
-from stream.replay import Progress, ReplayRun, ReplaySink, records_in, run_range
+from stream.replay import (
+    Progress,
+    ReplayRun,
+    ReplaySink,
+    kafka_failure,
+    records_in,
+    run_range,
+)
 from stream.replay_state import LiveState
 from stream.replay_warm_up import warmed_scorers
 from stream.score_tap import ScoreParts
 from stream.service import RunSummary, scoring_config
 from stream.settings import ServiceSettings
-from stream.topic_reader import BoundedSource, ReplayError
+from stream.topic_reader import BoundedSource, ReplayError, ReplayOptionError
 
 # How often the parent looks at the workers (progress line, a worker that died).
 _WAKE_S = 0.2
@@ -81,6 +88,9 @@ class Share:
 class ShareResult:
     index: int
     error: str | None = None
+    # Why, when ``error`` is set: "option" (a ReplayOptionError), "replay" (a ReplayError
+    # or the broker's failure, said in its message), or "crash" (its traceback).
+    failure: str = "crash"
     sink: ReplaySink | None = None  # its alerts, lines and dead letters
     records: int = 0
     events: int = 0
@@ -135,8 +145,24 @@ def _run_share(share: Share, done: Any, results: Any) -> None:
                 last_commit_at=summary.last_commit_at,
             )
         )
-    except BaseException:  # reported to the parent, which fails the replay with it
+    except ReplayError as exc:  # the parent fails the replay with it, as it would its own
+        kind = "option" if isinstance(exc, ReplayOptionError) else "replay"
+        results.put(ShareResult(share.index, error=str(exc), failure=kind))
+    except (KafkaException, VigilKafkaError, TimeoutError) as exc:
+        failure = kafka_failure(share.bootstrap, exc)
+        results.put(ShareResult(share.index, error=failure, failure="replay"))
+    except BaseException:  # a bug: the parent fails the replay with its traceback
         results.put(ShareResult(share.index, error=traceback.format_exc()))
+
+
+def _failure(outcome: ShareResult) -> ReplayError:
+    """The error a worker's failure fails the replay with: an option's or the replay's
+    as the worker met it, a crash with its traceback."""
+    if outcome.failure == "option":
+        return ReplayOptionError(str(outcome.error))
+    if outcome.failure == "replay":
+        return ReplayError(str(outcome.error))
+    return ReplayError(f"worker {outcome.index} failed:\n{outcome.error}")
 
 
 def _loads(
@@ -172,12 +198,14 @@ class _WorkersProgress:
         warmed, replayed = sum(self.done[0::2]), sum(self.done[1::2])
         now = time.monotonic()
         if self.warm_total and not replayed:
-            self.progress.show(warmed, self.warm_total, warmed / (now - self.started), "warm-up")
+            elapsed = now - self.started
+            rate = warmed / elapsed if elapsed > 0 else 0.0
+            self.progress.show(warmed, self.warm_total, rate, "warm-up")
             return
         if self.range_started is None:
             self.range_started = now
         elapsed = now - self.range_started
-        self.progress.show(replayed, self.total, replayed / elapsed if elapsed else 0.0)
+        self.progress.show(replayed, self.total, replayed / elapsed if elapsed > 0 else 0.0)
 
 
 def replay_in_workers(
@@ -244,7 +272,7 @@ def replay_in_workers(
                 shown.show()
                 continue
             if outcome.error is not None:
-                raise ReplayError(f"worker {outcome.index} failed:\n{outcome.error}")
+                raise _failure(outcome)
             outcomes[outcome.index] = outcome
     finally:
         for process in processes:

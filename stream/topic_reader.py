@@ -162,6 +162,9 @@ class BoundedSource:
                 # a range is not kept waiting for records that will not come until the
                 # poll's timeout.
                 "enable.partition.eof": True,
+                # Records retention deletes while the replay reads them: an error, not a
+                # jump to the end (librdkafka's default), which would skip them silently.
+                "auto.offset.reset": "error",
             }
         )
         self._consumer = consumer
@@ -208,6 +211,11 @@ class BoundedSource:
         left = sum(self.ranges[p][1] - self._next[p] for p in self._pending)
         wanted = max(1, min(num_messages, left + len(self._pending)))
         done = filter_to_ranges(self._consumer.consume(wanted, timeout), self.ranges, self._next)
+        for partition, reason in done.gone:
+            raise ReplayError(
+                f"partition {partition} of {self.topic}: records of the range were deleted "
+                f"while the replay read them (retention): {reason}; run it again"
+            )
         kept: list[Message] = done.kept
         # At the end of what the topic holds: done, if the range ends there too (its last
         # offset can be a transaction marker, which no record shows).

@@ -335,6 +335,8 @@ def test_compiled_range_filter_is_the_source_filter():
         Message(topic="events", partition=0, offset=3, error=KafkaError(KafkaError._TRANSPORT))
     ]
     messages.append(Message(topic="events", partition=1, offset=70, error=eof))
+    gone = KafkaError(KafkaError._AUTO_OFFSET_RESET, "Offset out of range")
+    messages[50:50] = [Message(topic="events", partition=1, offset=9, error=gone)]
 
     def run(filter_to_ranges: Any) -> Any:
         next_offsets = {p: start for p, (start, _) in ranges.items()}
@@ -344,7 +346,7 @@ def test_compiled_range_filter_is_the_source_filter():
             for start in range(0, len(messages), 40)
         ]
         return (
-            [([place[id(m)] for m in f.kept], f.ends_seen, f.completed) for f in polls],
+            [([place[id(m)] for m in f.kept], f.ends_seen, f.completed, f.gone) for f in polls],
             next_offsets,
         )
 
@@ -353,10 +355,11 @@ def test_compiled_range_filter_is_the_source_filter():
         got = run(modules["stream.range_filter"].filter_to_ranges)
     assert got == expected
     polls, next_offsets = expected
-    kept = [i for kept, _, _ in polls for i in kept]
+    kept = [i for kept, _, _, _ in polls for i in kept]
     assert len(kept) == 50 + 25 + 1  # the two ranges, and the transport error
-    assert [end for _, ends, _ in polls for end in ends] == [(2, 5), (1, 70)]
-    assert sorted({p for _, _, completed in polls for p in completed}) == [0, 1]
+    assert [end for _, ends, _, _ in polls for end in ends] == [(2, 5), (1, 70)]
+    assert sorted({p for _, _, completed, _ in polls for p in completed}) == [0, 1]
+    assert [g for _, _, _, gone in polls for g in gone] == [(1, "Offset out of range")]
     assert next_offsets == {0: 70, 1: 70, 2: 5}
 
 

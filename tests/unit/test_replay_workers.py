@@ -6,9 +6,11 @@ import io
 import random
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream.replay import Progress
 from stream.replay_workers import _WorkersProgress, split_partitions
+from stream.topic_reader import ReplayError, ReplayOptionError
 
 
 def test_every_partition_with_records_goes_to_exactly_one_share():
@@ -108,3 +110,39 @@ def test_the_progress_line_shows_the_warm_up_until_a_range_starts():
     progress._last = 0.0
     plain.show()
     assert out.getvalue().split("\r")[-1].startswith("7/500 records")
+
+
+OPTION = "the live state is after --from on partition 1"
+DELETED = "partition 0 of events: records of the range were deleted"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "said"),
+    [
+        (ReplayOptionError(OPTION), ReplayOptionError, OPTION),
+        (ReplayError(DELETED), ReplayError, DELETED),
+        (
+            KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down")),
+            ReplayError,
+            "Kafka at 127.0.0.1:1: broker down",
+        ),
+    ],
+)
+def test_a_workers_expected_failure_is_reported_as_the_parents_would_be(
+    monkeypatch, raised, expected, said
+):
+    import stream.replay_workers
+    from stream.replay import Progress, ReplaySink
+    from stream.replay_workers import replay_in_workers
+
+    def fails(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(stream.replay_workers, "run_range", fails)
+    with pytest.raises(ReplayError) as caught:
+        replay_in_workers(
+            _settings(), "127.0.0.1:1", "events", {0: (0, 10), 1: (0, 10)}, 2,
+            ReplaySink("alerts"), forward=False, scores_path=None, progress=Progress(None),
+        )  # fmt: skip
+    assert type(caught.value) is expected
+    assert str(caught.value) == said  # what the worker met, as it said it: no traceback

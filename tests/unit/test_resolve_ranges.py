@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 import stream.topic_reader as topic_reader
 from stream.topic_reader import BoundedSource, ReplayError, resolve_ranges
@@ -81,3 +81,20 @@ def test_a_planned_range_that_retention_has_cut_since_fails_instead_of_shrinking
     raised = BoundedSource("b", "t", {0: 20, 1: 20}, None)
     raised.subscribe(["t"])
     assert raised.ranges == {0: (100, 500), 1: (20, 300)}
+
+
+class FetchingConsumer(AssignedConsumer):
+    """Answers a fetch with the error librdkafka gives (auto.offset.reset "error") once
+    retention has deleted the offset the consumer stands at."""
+
+    def consume(self, num_messages, timeout):
+        gone = KafkaError(KafkaError._AUTO_OFFSET_RESET, "Offset out of range")
+        return [Message(topic="t", partition=1, offset=120, error=gone)]
+
+
+def test_records_deleted_while_they_are_read_fail_the_replay(monkeypatch):
+    monkeypatch.setattr(topic_reader, "Consumer", FetchingConsumer)
+    for source in (BoundedSource.over("b", "t", {1: (10, 300)}), BoundedSource("b", "t")):
+        source.subscribe(["t"])
+        with pytest.raises(ReplayError, match=r"partition 1 of t: records of the range were"):
+            source.consume(100, 1.0)

@@ -97,13 +97,15 @@ def ensure_state_topic(
         seen = metadata.topics.get(name)
         if seen is None or seen.error is not None:
             missing[name] = {}
-    _create(admin, missing, wanted, timeout_s)
+    create_missing_topics(admin, missing, wanted, timeout_s)
     return wanted
 
 
-def _create(
+def create_missing_topics(
     admin: AdminClient, topics: dict[str, dict[str, str]], partitions: int, timeout_s: float
 ) -> None:
+    """Create ``topics`` (name to topic config) with ``partitions`` each; one that exists
+    already is left as it is."""
     from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin does not re-export it
 
     if not topics:

@@ -157,3 +157,27 @@ def test_a_consumer_joining_and_leaving_loses_no_state_and_duplicates_nothing(
 
     want = _baseline(kafka_bootstrap, input_topic, unique_name)
     _assert_same_alerts(_alerts(kafka_bootstrap, topics["alerts"]), want["alerts"])
+
+
+def test_a_snapshot_makes_the_round_trip_of_a_restore_through_its_topic(kafka_bootstrap):
+    # vigil bench state --bootstrap: written as the service writes a snapshot, read back as
+    # a restore reads it, byte for byte (through_kafka checks it), in several chunks.
+    import pickle
+    import zlib
+
+    from confluent_kafka.admin import AdminClient
+
+    from stream.bench_state import build_extractor, through_kafka
+    from stream.checkpoint import CHUNK_BYTES
+
+    extractor, _ = build_extractor(40_000, max_keys=40_000)
+    packed = zlib.compress(pickle.dumps(extractor, protocol=5), 1)
+    assert len(packed) > CHUNK_BYTES
+    before = set(AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics().topics)
+    figures = through_kafka(kafka_bootstrap, packed)
+    assert figures["chunks"] == -(-len(packed) // CHUNK_BYTES)
+    assert figures["restore_s"] == pytest.approx(
+        figures["read_s"] + figures["assemble_s"] + figures["decode_s"]
+    )
+    after = set(AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics().topics)
+    assert not {t for t in after - before if t.startswith("vigil-bench-state-")}

@@ -64,7 +64,7 @@ QUALITY_DETECTORS = hst,hst-50x9-paper,iforest,iforest-512x8k,iforest-insert,rcf
 bench: setup kafka-jars
 	$(BIN)/vigil bench speed
 	$(BIN)/vigil bench pipeline
-	$(BIN)/vigil bench state
+	$(BIN)/vigil bench state --kafka --workdir $(WORKDIR)
 	$(BIN)/vigil bench replay --workdir $(WORKDIR)
 	for d in mammography shuttle smtp forestcover http; do \
 	  $(BIN)/vigil bench quality --data $(DATASETS)/$$d/$$d.npz --order shuffled --seeds 0-4 \

@@ -7,7 +7,7 @@ million tracked entities. The state tables pickle in a columnar form (see
 ``detectors.features.state``); the baseline is the same tables pickled the old way (a dict
 of Python objects per table), measured in the same run on the same contents.
 
-With ``--bootstrap``, the snapshot also makes the round trip a partition's restore makes:
+With ``--kafka``, the snapshot also makes the round trip a partition's restore makes:
 written as the service writes it (chunks and a manifest, ``stream/checkpoint.py``) to a
 compacted topic of its own, read back as a restore reads it (``read_state_partition``),
 reassembled, checked and decoded.
@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -35,6 +36,7 @@ from confluent_kafka.admin import AdminClient
 from detectors.compiled import attributes
 from detectors.features import FeatureExtractor
 from detectors.features.state import BoundedTable, DistinctSets, UserHistories, table_of
+from stream import kafka_local
 from stream.checkpoint import SnapshotWriter
 from stream.state_store import (
     STATE_TOPIC_CONFIG,
@@ -261,8 +263,12 @@ def bench_state_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the old format")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(
-        "--bootstrap", help="also write the snapshot to a state topic there and restore it"
+        "--kafka",
+        action="store_true",
+        help="also write the snapshot to a state topic and restore it from there",
     )
+    parser.add_argument("--bootstrap", help="with --kafka: a broker (default: a local one)")
+    parser.add_argument("--workdir", type=Path, default=kafka_local.DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     if args.entities < 1:
         parser.error("--entities must be >= 1")
@@ -280,9 +286,14 @@ def bench_state_cli(argv: Sequence[str]) -> int:
             key: result["baseline"][key] / max(value, 1e-9)
             for key, value in result["columnar"].items()
         }
-    if args.bootstrap:
+    if args.kafka:
         packed = zlib.compress(pickle.dumps(extractor, protocol=5), 1)
-        result["kafka"] = through_kafka(args.bootstrap, packed)
+
+        def say(text: str) -> None:
+            print(f"vigil bench state: {text}", file=sys.stderr, flush=True)
+
+        with kafka_local.broker_for(args.bootstrap, args.workdir, say) as bootstrap:
+            result["kafka"] = through_kafka(bootstrap, packed)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -351,7 +351,7 @@ def _replay(
     scores_path: Path | None,
 ) -> int:
     """The replay ``replay_cli`` checked the options of, and its report; the exit code."""
-    start, end, warm_bound, live_config = bounds
+    start, end = bounds.start, bounds.end
     # The file's lines are kept and written at the end: a replay that fails before it
     # read a record leaves an earlier output file as it was.
     sink = ReplaySink(settings.alerts_topic, collect=args.output is not None)
@@ -361,30 +361,10 @@ def _replay(
     progress = Progress()
     finished = False
     ranges: dict[int, tuple[int, int]]
-    warm: dict[int, tuple[int, int]] = {}
-    live_state: LiveState | None = None
     try:
-        planned: dict[int, tuple[int, int]] | None
-        if live_config is not None:  # --warm-up-from state
-            # The snapshots first: the range's end is fixed after them, so none is past it.
-            live_state = read_live_state(live_config)
-            held = plan_ranges(args.bootstrap, args.topic, None, end)
-            if start is None:  # the range starts where the snapshots stand
-                planned = ranges_from(live_state, held)
-            else:
-                planned = plan_ranges(args.bootstrap, args.topic, start, end)
-            check_held(live_state, held, planned)
-            if start is not None:
-                warm = warm_up_ranges(
-                    args.bootstrap, args.topic, live_state.offsets, planned, "the live state"
-                )
-        elif args.workers == 1 and args.warm_up is None:
-            planned = None
-        else:
-            planned = plan_ranges(args.bootstrap, args.topic, start, end)
-        if args.warm_up is not None and live_config is None:
-            assert planned is not None
-            warm = warm_up_ranges(args.bootstrap, args.topic, warm_bound, planned)
+        planned, warm, live_state = _plan(
+            args.bootstrap, args.topic, bounds, args.workers, warming=args.warm_up is not None
+        )
         workers = 1 if planned is None else _resolve_workers(args.workers, planned)
         if planned is None or workers == 1:
             warm_total = records_in(warm)
@@ -486,6 +466,37 @@ def _replay(
         print(f"compared with {args.compare_with}: {len(differences)} differences")
         return 1 if differences else 0
     return 0
+
+
+class Plan(NamedTuple):
+    """What a replay reads, fixed before it starts."""
+
+    ranges: dict[int, tuple[int, int]] | None  # None: a one-process replay's own to resolve
+    warm: dict[int, tuple[int, int]]  # each partition's warm-up, read first, outputs dropped
+    live: LiveState | None  # the live snapshots it starts from (--warm-up-from state)
+
+
+def _plan(bootstrap: str, topic: str, bounds: Bounds, workers: int | str, *, warming: bool) -> Plan:
+    """The ranges, the warm-up (``warming``: --warm-up-from given) and the live state of a
+    replay; ``ReplayOptionError`` for bounds the topic or the snapshots cannot serve."""
+    start, end, warm_bound, live_config = bounds
+    if live_config is not None:  # --warm-up-from state
+        # The snapshots first: the range's end is fixed after them, so none is past it.
+        live = read_live_state(live_config)
+        held = plan_ranges(bootstrap, topic, None, end)
+        if start is None:  # the range starts where the snapshots stand
+            planned = ranges_from(live, held)
+            check_held(live, held, planned)
+            return Plan(planned, {}, live)
+        planned = plan_ranges(bootstrap, topic, start, end)
+        check_held(live, held, planned)
+        warm = warm_up_ranges(bootstrap, topic, live.offsets, planned, "the live state")
+        return Plan(planned, warm, live)
+    if workers == 1 and not warming:
+        return Plan(None, {}, None)
+    planned = plan_ranges(bootstrap, topic, start, end)
+    warm = warm_up_ranges(bootstrap, topic, warm_bound, planned) if warming else {}
+    return Plan(planned, warm, None)
 
 
 def kafka_failure(bootstrap: str, exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream.replay import _check_writable, replay_cli
 from stream.topic_reader import ReplayError
@@ -42,3 +43,19 @@ def test_the_warm_up_options_are_checked_before_anything_is_read(tmp_path, capsy
         _cli(tmp_path, "--warm-up-from", "state", "--state-topic", "s", "--config", str(bad)) == 2
     )
     assert "setting 'n_trees'" in capsys.readouterr().err
+
+
+def test_a_broker_failure_exits_1_saying_what_librdkafka_said(tmp_path, capsys, monkeypatch):
+    import stream.replay
+
+    def unreachable(*args, **kwargs):
+        error = KafkaError(KafkaError._TRANSPORT, "Failed to get metadata: broker down")
+        raise KafkaException(error)
+
+    monkeypatch.setattr(stream.replay, "plan_ranges", unreachable)
+    (tmp_path / "a.jsonl").write_bytes(b"earlier\n")
+    assert _cli(tmp_path, "--workers", "2") == 1
+    err = capsys.readouterr().err
+    assert "vigil replay: Kafka at 127.0.0.1:9: Failed to get metadata: broker down" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "a.jsonl").read_bytes() == b"earlier\n"  # left as it was

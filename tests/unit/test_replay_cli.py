@@ -53,6 +53,9 @@ def test_a_broker_failure_exits_1_saying_what_librdkafka_said(tmp_path, capsys, 
         raise KafkaException(error)
 
     monkeypatch.setattr(stream.replay, "plan_ranges", unreachable)
+    # Not to capsys's stream, which closes after this test: structlog's configuration is
+    # process-wide, and every later test's log line would fail on it.
+    monkeypatch.setattr(stream.replay, "configure_logging", lambda *args: None)
     (tmp_path / "a.jsonl").write_bytes(b"earlier\n")
     assert _cli(tmp_path, "--workers", "2") == 1
     err = capsys.readouterr().err

@@ -115,6 +115,10 @@ class ExactlyOnce:
         self.tracker = DeliveryTracker()
         self.deadline: float | None = None
         self._open = False
+        # An abort that failed without failing the producer (timed out, the broker away):
+        # librdkafka goes on with it and refuses to begin another transaction until a new
+        # abort_transaction call resumes it to its end.
+        self._abort_unfinished = False
 
     def start(self) -> None:
         # Fences an earlier instance with the same transactional.id and aborts whatever
@@ -123,8 +127,29 @@ class ExactlyOnce:
 
     def begin(self) -> None:
         if not self._open:
+            if self._abort_unfinished:
+                self._resume_abort()
             self._call("begin_transaction")
             self._open = True
+
+    def _resume_abort(self) -> None:
+        """Finish the abort that failed before (librdkafka: "retry call to resume"); until
+        then begin_transaction fails ("Conflicting abort_transaction API call is already in
+        progress"), which stopped the service after a broker restart. Still failing, the
+        batch is given back (TransactionAbortedError: the caller rewinds and tries again)."""
+        try:
+            self._bounded("abort_transaction", self.producer.abort_transaction)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal():
+                raise ProducerFatalError(
+                    f"abort failed fatally: {error.str()}", error.name()
+                ) from exc
+            log.warning("transaction.abort_failed", error=error.str())
+            raise TransactionAbortedError(
+                f"the last transaction's abort is not finished: {error.str()}", error.name()
+            ) from exc
+        self._abort_unfinished = False
 
     def commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
         if not self._open:
@@ -239,6 +264,9 @@ class ExactlyOnce:
                     f"abort failed fatally: {error.str()}", error.name()
                 ) from exc
             log.warning("transaction.abort_failed", error=error.str())
+            self._abort_unfinished = True
+        else:
+            self._abort_unfinished = False
         self._open = False
 
     def _call(self, name: str, *args: Any) -> None:

@@ -127,3 +127,40 @@ def test_a_send_offsets_that_never_returns_gives_the_producer_up(monkeypatch):
         assert producer.calls == ["init", "begin", "offsets (stuck)"]
     finally:
         producer.release.set()
+
+
+@dataclass
+class SlowAbortProducer(TransactionalProducer):
+    """Its aborts time out (the broker away) as many times as ``abort_timeouts`` says."""
+
+    abort_timeouts: int = 0
+
+    def abort_transaction(self, timeout: float) -> None:
+        if self.abort_timeouts:
+            self.abort_timeouts -= 1
+            self.calls.append("abort timed out")
+            error = KafkaError(KafkaError._TIMED_OUT, "retry call to resume", retriable=True)
+            raise KafkaException(error)
+        self.calls.append("abort")
+
+
+def test_an_abort_that_timed_out_is_finished_before_the_next_transaction_begins():
+    # librdkafka refuses begin_transaction while an abort is unfinished ("Conflicting
+    # abort_transaction API call is already in progress"): after a broker restart that
+    # stopped the service. Its next begin resumes the abort first; while that fails too,
+    # the batch is given back to be read again.
+    abortable = KafkaError(KafkaError._STATE, txn_requires_abort=True)
+    producer = SlowAbortProducer([abortable], abort_timeouts=2)
+    out = delivery(producer)
+    out.begin()
+    with pytest.raises(TransactionAbortedError):
+        out.commit(GroupConsumer(), [TopicPartition("t", 0, 1)])
+    assert producer.calls[-1] == "abort timed out"
+    with pytest.raises(TransactionAbortedError, match="abort is not finished"):
+        out.begin()
+    assert producer.calls[-1] == "abort timed out"  # and no begin
+    out.begin()
+    assert producer.calls[-2:] == ["abort", "begin"]
+    out.commit(GroupConsumer(), [])
+    out.begin()  # the abort is done: no more of it
+    assert producer.calls[-4:] == ["abort", "begin", "commit", "begin"]

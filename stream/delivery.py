@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
 import structlog
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream.kafka_io import DeliveryTracker, VigilKafkaError, commit_or_raise, flush_or_raise
 
@@ -137,19 +137,11 @@ class ExactlyOnce:
         then begin_transaction fails ("Conflicting abort_transaction API call is already in
         progress"), which stopped the service after a broker restart. Still failing, the
         batch is given back (TransactionAbortedError: the caller rewinds and tries again)."""
-        try:
-            self._bounded("abort_transaction", self.producer.abort_transaction)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.fatal():
-                raise ProducerFatalError(
-                    f"abort failed fatally: {error.str()}", error.name()
-                ) from exc
-            log.warning("transaction.abort_failed", error=error.str())
+        failed = self._abort_quietly()
+        if failed is not None:
             raise TransactionAbortedError(
-                f"the last transaction's abort is not finished: {error.str()}", error.name()
-            ) from exc
-        self._abort_unfinished = False
+                f"the last transaction's abort is not finished: {failed.str()}", failed.name()
+            )
 
     def commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
         if not self._open:
@@ -254,7 +246,10 @@ class ExactlyOnce:
         self._abort_quietly()
         raise TransactionAbortedError(f"transaction aborted: {error.str()}", error.name()) from exc
 
-    def _abort_quietly(self) -> None:
+    def _abort_quietly(self) -> KafkaError | None:
+        """Abort the transaction; returns why not, if it failed without failing the producer
+        (then it is left unfinished, for ``begin`` to resume)."""
+        failed: KafkaError | None = None
         try:
             self._bounded("abort_transaction", self.producer.abort_transaction)
         except KafkaException as exc:
@@ -264,10 +259,10 @@ class ExactlyOnce:
                     f"abort failed fatally: {error.str()}", error.name()
                 ) from exc
             log.warning("transaction.abort_failed", error=error.str())
-            self._abort_unfinished = True
-        else:
-            self._abort_unfinished = False
+            failed = error
+        self._abort_unfinished = failed is not None
         self._open = False
+        return failed
 
     def _call(self, name: str, *args: Any) -> None:
         try:
